@@ -1,0 +1,5 @@
+import sys
+
+from genai.cli import main
+
+sys.exit(main())

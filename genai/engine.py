@@ -1,0 +1,277 @@
+"""The super-resolution engine: any image, any output size, bounded memory, no seams.
+
+``Upscaler`` holds a loaded model and a backend, nothing else: every call keeps its state
+in local variables, so one instance can serve concurrent calls.
+
+How an image is processed (``Upscaler.upscale``):
+
+1. The image is cut into tiles of ``tile`` input pixels that overlap by ``overlap``; each tile
+   is run with ``context`` extra pixels on every side (cut away afterwards), so the network
+   sees the neighbourhood of every pixel it outputs. The tile size comes from a memory
+   budget and the model's memory per pixel; if a tile still runs out of memory the tile
+   size is halved and the image restarted.
+2. Overlapping tile outputs are blended with linear ramps (feathering), so no seam shows
+   even where a network's receptive field is larger than the context.
+3. Each tile is padded to the network's size requirements (reflect) and cropped back.
+4. Alpha is upscaled separately with the same network; grayscale goes through as RGB and
+   comes back as one channel; 16-bit input stays 16-bit.
+5. The network's scale is applied first; any other output size (scale 2 from a 4x network,
+   a float scale, a width or height) is reached with an antialiased bicubic resize.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import spandrel
+import torch
+import torch.nn.functional as F
+
+from genai.backends import Backend, create_backend
+from genai.errors import InputError
+from genai.images import Image
+from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
+from genai.registry import Manifest, Registry
+from genai.weights.fetch import load_descriptor
+
+log = logging.getLogger(__name__)
+
+MIN_TILE = 32
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to load and run a model. ``tile=None`` sizes tiles from the memory budget;
+    ``tile=0`` never tiles."""
+
+    model: str
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    tile: int | None = None
+    overlap: int = 16
+    context: int | None = None  # None: the manifest's tile_context
+    memory_budget_mb: int | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class UpscaleResult:
+    pixels: np.ndarray
+    model: str
+    backend: str
+    device: str
+    precision: str
+    tile: int | None
+    seconds: float
+
+
+def target_size(h: int, w: int, *, native: int, scale: float | None = None,
+                width: int | None = None, height: int | None = None) -> tuple[int, int]:
+    """Output (height, width). Default: the model's native scale. ``width`` or ``height``
+    alone keeps the aspect ratio; both give exactly that size."""
+    for name, value in (("scale", scale), ("width", width), ("height", height)):
+        if value is not None and value <= 0:
+            raise InputError(f"--{name} must be positive, got {value}")
+    if scale is not None and (width or height):
+        raise InputError("give either --scale or --width/--height, not both")
+    if width and height:
+        return int(height), int(width)
+    if width:
+        return max(1, round(h * width / w)), int(width)
+    if height:
+        return int(height), max(1, round(w * height / h))
+    s = native if scale is None else scale
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def _available_memory_bytes(device: str) -> int:
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free * 0.6)
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        avail = 4 << 30
+    return int(min(avail * 0.25, 4 << 30))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "failed to allocate" in text
+                                              or "not enough memory" in text)
+
+
+def _ramp(n: int, feather: int, start: bool, end: bool) -> np.ndarray:
+    """1-D blending weights: linear ramps of ``feather`` samples at the inner edges."""
+    wgt = np.ones(n, np.float32)
+    f = min(feather, n // 2)
+    if f > 0:
+        r = (np.arange(f, dtype=np.float32) + 0.5) / f
+        if start:
+            wgt[:f] = r
+        if end:
+            wgt[n - f:] = r[::-1]
+    return wgt
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+class Upscaler:
+    """A loaded super-resolution model, ready to upscale images."""
+
+    def __init__(self, *, config: EngineConfig, registry: Registry | None = None) -> None:
+        self.config = config
+        self.manifest: Manifest = (registry or Registry()).get(config.model)
+        self.descriptor: spandrel.ImageModelDescriptor = load_descriptor(self.manifest)
+        self.backend: Backend = create_backend(
+            config.backend, self.descriptor, self.manifest, device=config.device,
+            precision=config.precision, threads=config.threads,
+        )
+        self.scale: int = self.descriptor.scale
+        req = self.descriptor.size_requirements
+        # ONNX graphs of Real-CUGAN are traced with even sizes: keep tiles a multiple of 4.
+        self._multiple = math.lcm(req.multiple_of, 4)
+        self._minimum = max(req.minimum, 8)
+        self.context = config.context if config.context is not None else self.manifest.tile_context
+
+    # ----------------------------------------------------------------- tiles
+
+    def auto_tile(self) -> int:
+        budget = (self.config.memory_budget_mb << 20) if self.config.memory_budget_mb else \
+            _available_memory_bytes(self.backend.device)
+        side = int(math.sqrt(budget / self.manifest.bytes_per_pixel)) - 2 * self.context
+        return int(min(max(side, 64), 2048)) // 8 * 8
+
+    def _run_padded(self, x: np.ndarray) -> np.ndarray:
+        """Run one NCHW tile, padded to the network's size requirements and cropped back."""
+        _, _, h, w = x.shape
+        ph = max(self._minimum, -(-h // self._multiple) * self._multiple) - h
+        pw = max(self._minimum, -(-w // self._multiple) * self._multiple) - w
+        if ph or pw:
+            t = torch.from_numpy(x)
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(t, (0, pw, 0, ph), mode=mode).numpy()
+        y = self.backend(x)
+        return y[:, :, : h * self.scale, : w * self.scale]
+
+    def _upscale_rgb(self, rgb: np.ndarray, tile: int, tick) -> np.ndarray:
+        """HxWx3 float32 -> (H*s)xWx3 float32 through the tiles."""
+        h, w, _ = rgb.shape
+        s = self.scale
+        chw = np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]
+        if tile <= 0 or (h <= tile and w <= tile):
+            out = self._run_padded(chw)[0]
+            tick()
+            return out.transpose(1, 2, 0)
+        overlap = min(self.config.overlap, tile // 4)
+        ctx = self.context
+        acc = np.zeros((3, h * s, w * s), np.float32)
+        wsum = np.zeros((h * s, w * s), np.float32)
+        ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
+        for y0 in ys:
+            for x0 in xs:
+                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+                cy0, cx0 = max(0, y0 - ctx), max(0, x0 - ctx)
+                cy1, cx1 = min(h, y1 + ctx), min(w, x1 + ctx)
+                out = self._run_padded(np.ascontiguousarray(chw[:, :, cy0:cy1, cx0:cx1]))[0]
+                out = out[:, (y0 - cy0) * s:(y1 - cy0) * s, (x0 - cx0) * s:(x1 - cx0) * s]
+                wy = _ramp((y1 - y0) * s, overlap * s, y0 > 0, y1 < h)
+                wx = _ramp((x1 - x0) * s, overlap * s, x0 > 0, x1 < w)
+                wgt = wy[:, None] * wx[None, :]
+                acc[:, y0 * s:y1 * s, x0 * s:x1 * s] += out * wgt
+                wsum[y0 * s:y1 * s, x0 * s:x1 * s] += wgt
+                tick()
+        return (acc / wsum).transpose(1, 2, 0)
+
+    def count_tiles(self, h: int, w: int, tile: int) -> int:
+        if tile <= 0 or (h <= tile and w <= tile):
+            return 1
+        overlap = min(self.config.overlap, tile // 4)
+        return len(_starts(h, tile, overlap)) * len(_starts(w, tile, overlap))
+
+    # ----------------------------------------------------------------- public
+
+    def upscale(self, pixels: np.ndarray, *, scale: float | None = None, width: int | None = None,
+                height: int | None = None, progress: ProgressFn | None = None,
+                cancel: CancelFn | None = None) -> UpscaleResult:
+        """Upscale an HxWxC (C = 1, 3 or 4) uint8/uint16 array; returns the same dtype and C."""
+        t0 = time.perf_counter()
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4) or pixels.dtype not in (np.uint8, np.uint16):
+            raise InputError(f"expected an HxWx(1|3|4) uint8 or uint16 image, got {pixels.dtype} {pixels.shape}")
+        h, w, c = pixels.shape
+        out_h, out_w = target_size(h, w, native=self.scale, scale=scale, width=width, height=height)
+        maxval = 65535.0 if pixels.dtype == np.uint16 else 255.0
+        img = pixels.astype(np.float32) / maxval
+        rgb = np.repeat(img, 3, axis=2) if c == 1 else img[:, :, :3]
+        alpha = img[:, :, 3] if c == 4 else None
+        passes = [rgb]
+        if alpha is not None and alpha.min() < 1.0:
+            passes.append(np.repeat(alpha[:, :, None], 3, axis=2))
+
+        tile = self.config.tile if self.config.tile is not None else self.auto_tile()
+        while True:
+            try:
+                total = sum(self.count_tiles(h, w, tile) for _ in passes)
+                done = [0]
+
+                def tick() -> None:
+                    done[0] += 1
+                    if progress:
+                        progress(Progress(done[0], total, "tiles"))
+                    check_cancel(cancel)
+
+                check_cancel(cancel)
+                outs = [self._upscale_rgb(p, tile, tick) for p in passes]
+                break
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+                if not _is_oom(exc):
+                    raise
+                smaller = (tile if tile > 0 else max(h, w)) // 2 // 8 * 8
+                if smaller < MIN_TILE:
+                    raise InputError(f"out of memory even with {MIN_TILE}px tiles") from exc
+                log.warning("out of memory with %s tiles; retrying with %dpx tiles", tile or "no", smaller)
+                if self.backend.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                tile = smaller
+
+        result = outs[0]
+        if c == 1:
+            result = result.mean(axis=2, keepdims=True)
+        if c == 4:
+            a = outs[1].mean(axis=2, keepdims=True) if len(outs) > 1 else np.ones((*result.shape[:2], 1), np.float32)
+            result = np.concatenate([result, a], axis=2)
+        if result.shape[:2] != (out_h, out_w):
+            result = resize(result, out_h, out_w)
+        out = np.clip(np.rint(result * maxval), 0, maxval).astype(pixels.dtype)
+        return UpscaleResult(out, self.manifest.id, self.backend.name, self.backend.device,
+                             self.backend.precision, tile or None, time.perf_counter() - t0)
+
+    def upscale_image(self, image: Image, **kwargs) -> tuple[Image, UpscaleResult]:
+        result = self.upscale(image.pixels, **kwargs)
+        return image.with_pixels(result.pixels), result
+
+
+def resize(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Antialiased bicubic resize of an HxWxC float32 array (values clipped by the caller)."""
+    t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
+    down = h < a.shape[0] or w < a.shape[1]
+    y = F.interpolate(t, size=(h, w), mode="bicubic", align_corners=False, antialias=down)
+    return y[0].numpy().transpose(1, 2, 0)

