@@ -48,19 +48,34 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16() -> bool:
+    """oneDNN runs bf16 convolutions natively (AVX512-BF16 / AMX), not emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_precision(precision: str, device: torch.device, desc: spandrel.ImageModelDescriptor) -> torch.dtype:
-    """fp32 on CPU; on CUDA fp16 where the model supports it. Explicit requests are checked."""
+    """``auto``: fp32 on CPU, fp16 on CUDA where the model supports it. Explicit requests are
+    checked: fp16 needs CUDA; bf16 needs a GPU or a CPU with native bf16 (opt-in on CPU:
+    about 2x faster, 55-58 dB PSNR against fp32, measured by benchmarks/sr.py)."""
     if precision == "auto":
         if device.type == "cuda" and desc.supports_half:
             return torch.float16
         return torch.float32
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    if dtype != torch.float32 and device.type != "cuda":
-        raise BackendError(f"precision {precision}: needs a CUDA device; on CPU use fp32")
-    if dtype == torch.float16 and not desc.supports_half:
-        raise BackendError(f"precision fp16: {desc.architecture.id} does not support fp16")
-    if dtype == torch.bfloat16 and not (desc.supports_bfloat16 and torch.cuda.is_bf16_supported()):
-        raise BackendError("precision bf16: not supported by this model or GPU")
+    if dtype == torch.float16:
+        if device.type != "cuda":
+            raise BackendError("precision fp16: needs a CUDA device; on CPU use fp32 (or bf16 where supported)")
+        if not desc.supports_half:
+            raise BackendError(f"precision fp16: {desc.architecture.id} does not support fp16")
+    if dtype == torch.bfloat16:
+        if not desc.supports_bfloat16:
+            raise BackendError(f"precision bf16: {desc.architecture.id} does not support bf16")
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+        if not native:
+            raise BackendError(f"precision bf16: this {device.type.upper()} has no native bf16; use fp32")
     return dtype
 
 
@@ -78,7 +93,9 @@ class TorchBackend:
     def create(cls, desc: spandrel.ImageModelDescriptor, device: str, precision: str) -> "TorchBackend":
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev, desc)
-        model = desc.model.to(device=dev, dtype=dtype).eval()
+        # channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolutions:
+        # 2.4x faster than NCHW for realesr-animevideov3 on this machine (benchmarks/sr.py).
+        model = desc.model.to(device=dev, dtype=dtype, memory_format=torch.channels_last).eval()
         return cls(model, dev, dtype)
 
     @property
@@ -90,7 +107,7 @@ class TorchBackend:
         return _PRECISION_NAMES[self.dtype]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.torch_device, self.dtype)
+        x = torch.from_numpy(batch).to(self.torch_device, self.dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             y = self.model(x)
         return y.float().cpu().numpy()

@@ -106,6 +106,7 @@ def plan_jobs(inputs: list[str], output: str, fmt: str | None) -> tuple[list[Job
     """Map inputs to outputs. Returns the jobs and one error line per input that matched nothing."""
     from genai.images import READ_SUFFIXES, WRITE_FORMATS
 
+
     found: list[tuple[Path, Path]] = []  # (file, base it is relative to)
     errors: list[str] = []
     for item in inputs:
@@ -127,12 +128,18 @@ def plan_jobs(inputs: list[str], output: str, fmt: str | None) -> tuple[list[Job
 
     out = Path(output)
     single = len(inputs) == 1 and len(found) == 1 and Path(inputs[0]).is_file()
-    if single and out.suffix.lower() in WRITE_FORMATS:
+    if single and out.suffix and not out.is_dir():  # a file name; its extension is checked later
         return [Job(found[0][0], out)], errors
-    jobs = []
+    jobs: list[Job] = []
+    claimed: dict[Path, Path] = {}
     for f, base in found:
         suffix = f".{fmt}" if fmt else (f.suffix.lower() if f.suffix.lower() in WRITE_FORMATS else ".png")
-        jobs.append(Job(f, out / f.relative_to(base).with_suffix(suffix)))
+        dst = out / f.relative_to(base).with_suffix(suffix)
+        if dst in claimed:
+            errors.append(f"{f}: its output {dst} is already the output of {claimed[dst]}")
+            continue
+        claimed[dst] = f
+        jobs.append(Job(f, dst))
     return jobs, errors
 
 

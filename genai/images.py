@@ -123,10 +123,10 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         if w * h > max_pixels:
             raise InputError(f"{path}: {w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,}")
         fmt = im.format or ""
-        icc = im.info.get("icc_profile") or None
-        exif = im.getexif()
-        orientation = int(exif.get(_ORIENTATION, 1) or 1)
         try:
+            exif = im.getexif()  # for PNG this decodes the image: corrupt files fail here
+            icc = im.info.get("icc_profile") or None
+            orientation = int(exif.get(_ORIENTATION, 1) or 1)
             sixteen = (fmt == "PNG" and _png_bit_depth(path) == 16 and im.mode not in ("I;16", "I;16B")) or (
                 fmt == "TIFF" and max(np.atleast_1d(im.tag_v2.get(258, (8,)))) == 16
             )

