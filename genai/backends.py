@@ -42,7 +42,10 @@ class Backend(Protocol):
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise BackendError(f"device {device!r}: not a device name (use auto, cpu, cuda or cuda:N)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BackendError(f"device {device!r}: no CUDA device is available here")
     return dev
@@ -133,8 +136,12 @@ def export_onnx(desc: spandrel.ImageModelDescriptor, manifest: Manifest) -> os.P
     path = manifest.weights_dir / "model.fp32.onnx"
     stamp_path = path.with_suffix(".json")
     stamp = {"weights_sha256": sha256_file(manifest.weights_path), "torch": torch.__version__, "opset": ONNX_OPSET}
-    if path.exists() and stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
-        return path
+    if path.exists() and stamp_path.exists():
+        try:
+            if json.loads(stamp_path.read_text()) == stamp:
+                return path
+        except ValueError:
+            pass  # an unreadable stamp: export again
     log.info("exporting %s to ONNX (once; cached at %s)", manifest.id, path)
     model = _ExportWrapper(desc.model.float().eval().cpu())
     size = max(64, desc.size_requirements.minimum)
@@ -154,6 +161,9 @@ def export_onnx(desc: spandrel.ImageModelDescriptor, manifest: Manifest) -> os.P
 
 @dataclass
 class OnnxBackend:
+    """``device`` is "cpu" or "cuda" (what the engine sizes tiles for); ``provider`` is the
+    ONNX Runtime execution provider that actually runs, read back from the session."""
+
     session: object
     name: str = "onnxruntime"
     precision: str = "fp32"
@@ -185,10 +195,12 @@ class OnnxBackend:
         return cls(session)
 
     @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    @property
     def device(self) -> str:
-        first = self.session.get_providers()[0]
-        return {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
-                "TensorrtExecutionProvider": "cuda (TensorRT)"}.get(first, first)
+        return "cpu" if self.provider == "CPUExecutionProvider" else "cuda"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(["output"], {"input": np.ascontiguousarray(batch, dtype=np.float32)})[0]

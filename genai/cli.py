@@ -2,6 +2,7 @@
 
 Exit codes: 0 success; 1 some inputs failed (each reported on stderr, one line per file);
 2 the command itself cannot run (bad arguments, unknown model, missing weights);
+3 an internal error (a bug: one line, ``--debug`` shows the traceback);
 130 interrupted (rerun the same command: finished outputs are skipped).
 """
 
@@ -11,6 +12,7 @@ import argparse
 import glob
 import json
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +29,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
@@ -55,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     up.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     up.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
-    up.add_argument("--tile", type=int, help="tile size in input pixels (default: from memory; 0: never tile)")
+    up.add_argument("--tile", type=_non_negative_int, help="tile size in input pixels (default: from memory; 0: never tile)")
     up.add_argument("--memory-budget", type=_positive_int, metavar="MB", help="memory for one tile")
     up.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger inputs")
     up.add_argument("--threads", type=_positive_int, help="CPU threads")
@@ -109,10 +118,13 @@ def plan_jobs(inputs: list[str], output: str, fmt: str | None) -> tuple[list[Job
 
     found: list[tuple[Path, Path]] = []  # (file, base it is relative to)
     errors: list[str] = []
+    out_dir = Path(output).resolve()
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in READ_SUFFIXES)
+            # outputs written inside the input folder are not inputs of the next run
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in READ_SUFFIXES
+                           and not f.resolve().is_relative_to(out_dir))
             if not files:
                 errors.append(f"{item}: no images in this folder")
             found += [(f, path) for f in files]
@@ -146,11 +158,10 @@ def plan_jobs(inputs: list[str], output: str, fmt: str | None) -> tuple[list[Job
 def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from genai.engine import EngineConfig, Upscaler
+    from genai.engine import EngineConfig, Upscaler, target_size
     from genai.images import DEFAULT_MAX_PIXELS, output_format, read_image, write_image
 
-    if args.height and args.scale:
-        raise GenaiError("give either --scale or --width/--height, not both")
+    target_size(1, 1, native=1, scale=args.scale, width=args.width, height=args.height)  # validates
     if not 1 <= args.quality <= 100:
         raise GenaiError(f"--quality must be 1-100, got {args.quality}")
     jobs, errors = plan_jobs(args.inputs, args.output, args.format)
@@ -167,10 +178,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             model=args.model, backend=args.backend, device=args.device, precision=args.precision,
             tile=args.tile, memory_budget_mb=args.memory_budget, threads=args.threads,
         ))
-        log.info("model %s on %s (%s, %s)", engine.manifest.id, engine.backend.name,
+        provider = getattr(engine.backend, "provider", None)
+        log.info("model %s on %s (%s, %s)", engine.manifest.id,
+                 f"{engine.backend.name} {provider}" if provider else engine.backend.name,
                  engine.backend.device, engine.backend.precision)
-        quiet = args.quiet or None
-        files_bar = tqdm(total=len(todo), unit="img", desc="upscale", disable=True if args.quiet else None,
+        hide = True if args.quiet else None  # None: tqdm shows bars only on a terminal
+        files_bar = tqdm(total=len(todo), unit="img", desc="upscale", disable=hide,
                          file=sys.stderr, dynamic_ncols=True)
         try:
             for job in todo:
@@ -181,7 +194,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                     nonlocal tiles_bar
                     if tiles_bar is None and p.total > 1:
                         tiles_bar = tqdm(total=p.total, unit="tile", leave=False, desc=_job.src.name[-20:],
-                                         disable=quiet, file=sys.stderr, dynamic_ncols=True)
+                                         disable=hide, file=sys.stderr, dynamic_ncols=True)
                     if tiles_bar is not None:
                         tiles_bar.update(p.done - tiles_bar.n)
 
@@ -197,6 +210,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                 except OSError as exc:
                     failed += 1
                     tqdm.write(f"error: {job.dst}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+                except Exception as exc:  # noqa: BLE001 - a bug on one file: report it, go on
+                    if args.debug:
+                        raise
+                    failed += 1
+                    tqdm.write(f"error: {job.src}: internal error: {type(exc).__name__}: {exc} "
+                               "(rerun with --debug for details)", file=sys.stderr)
                 finally:
                     if tiles_bar is not None:
                         tiles_bar.close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -43,6 +42,10 @@ from genai.weights.fetch import load_descriptor
 log = logging.getLogger(__name__)
 
 MIN_TILE = 32
+# Real-CUGAN's forward pads and crops by Python branches on the input size, which an ONNX
+# export freezes: its tiles are kept a multiple of 4 (on every backend, so they agree).
+_EXTRA_MULTIPLE = {"RealCUGAN": 4}
+MAX_OUTPUT_PIXELS = 400_000_000  # the output is assembled in memory: ~16 bytes per output pixel
 
 
 @dataclass(frozen=True)
@@ -77,28 +80,39 @@ def target_size(h: int, w: int, *, native: int, scale: float | None = None,
     """Output (height, width). Default: the model's native scale. ``width`` or ``height``
     alone keeps the aspect ratio; both give exactly that size."""
     for name, value in (("scale", scale), ("width", width), ("height", height)):
-        if value is not None and value <= 0:
-            raise InputError(f"--{name} must be positive, got {value}")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(f"--{name} must be a positive number, got {value}")
     if scale is not None and (width or height):
         raise InputError("give either --scale or --width/--height, not both")
     if width and height:
-        return int(height), int(width)
-    if width:
-        return max(1, round(h * width / w)), int(width)
-    if height:
-        return int(height), max(1, round(w * height / h))
-    s = native if scale is None else scale
-    return max(1, round(h * s)), max(1, round(w * s))
+        size = int(height), int(width)
+    elif width:
+        size = max(1, round(h * width / w)), int(width)
+    elif height:
+        size = int(height), max(1, round(w * height / h))
+    else:
+        s = native if scale is None else scale
+        size = max(1, round(h * s)), max(1, round(w * s))
+    if size[0] * size[1] > MAX_OUTPUT_PIXELS:
+        raise InputError(f"the output would be {size[1]}x{size[0]} = {size[0] * size[1]:,} pixels, "
+                         f"over the limit of {MAX_OUTPUT_PIXELS:,}")
+    return size
 
 
 def _available_memory_bytes(device: str) -> int:
-    if device.startswith("cuda"):
+    """60% of free GPU memory, or a quarter of available RAM (at most 4 GB) on CPU."""
+    if device.startswith("cuda") and torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return int(free * 0.6)
+    avail = 4 << 30
     try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        avail = 4 << 30
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
     return int(min(avail * 0.25, 4 << 30))
 
 
@@ -132,6 +146,14 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
+def tile_grid(h: int, w: int, tile: int, overlap: int) -> tuple[list[int], list[int], int] | None:
+    """Tile origins (rows, columns) and the overlap used, or None when one pass covers the image."""
+    if tile <= 0 or (h <= tile and w <= tile):
+        return None
+    overlap = min(overlap, tile // 4)
+    return _starts(h, tile, overlap), _starts(w, tile, overlap), overlap
+
+
 class Upscaler:
     """A loaded super-resolution model, ready to upscale images."""
 
@@ -145,9 +167,8 @@ class Upscaler:
         )
         self.scale: int = self.descriptor.scale
         req = self.descriptor.size_requirements
-        # ONNX graphs of Real-CUGAN are traced with even sizes: keep tiles a multiple of 4.
-        self._multiple = math.lcm(req.multiple_of, 4)
-        self._minimum = max(req.minimum, 8)
+        self._multiple = math.lcm(req.multiple_of, _EXTRA_MULTIPLE.get(self.descriptor.architecture.id, 1))
+        self._minimum = req.minimum
         self.context = config.context if config.context is not None else self.manifest.tile_context
 
     # ----------------------------------------------------------------- tiles
@@ -175,15 +196,15 @@ class Upscaler:
         h, w, _ = rgb.shape
         s = self.scale
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]
-        if tile <= 0 or (h <= tile and w <= tile):
+        grid = tile_grid(h, w, tile, self.config.overlap)
+        if grid is None:
             out = self._run_padded(chw)[0]
             tick()
             return out.transpose(1, 2, 0)
-        overlap = min(self.config.overlap, tile // 4)
+        ys, xs, overlap = grid
         ctx = self.context
         acc = np.zeros((3, h * s, w * s), np.float32)
         wsum = np.zeros((h * s, w * s), np.float32)
-        ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
         for y0 in ys:
             for x0 in xs:
                 y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
@@ -200,10 +221,8 @@ class Upscaler:
         return (acc / wsum).transpose(1, 2, 0)
 
     def count_tiles(self, h: int, w: int, tile: int) -> int:
-        if tile <= 0 or (h <= tile and w <= tile):
-            return 1
-        overlap = min(self.config.overlap, tile // 4)
-        return len(_starts(h, tile, overlap)) * len(_starts(w, tile, overlap))
+        grid = tile_grid(h, w, tile, self.config.overlap)
+        return 1 if grid is None else len(grid[0]) * len(grid[1])
 
     # ----------------------------------------------------------------- public
 
@@ -244,7 +263,7 @@ class Upscaler:
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
                 if not _is_oom(exc):
                     raise
-                smaller = (tile if tile > 0 else max(h, w)) // 2 // 8 * 8
+                smaller = min(tile if tile > 0 else max(h, w), max(h, w)) // 2 // 8 * 8
                 if smaller < MIN_TILE:
                     raise InputError(f"out of memory even with {MIN_TILE}px tiles") from exc
                 log.warning("out of memory with %s tiles; retrying with %dpx tiles", tile or "no", smaller)

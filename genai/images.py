@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +31,11 @@ DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP in: a 10000x10000 input, 1.6 GP out a
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 READ_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".tga", ".ppm", ".pgm"}
 _ORIENTATION = 0x0112
+
+# read_image checks the pixel count itself (max_pixels) before decoding, with a message that
+# names the file; Pillow's own process-wide check is turned off once here rather than
+# toggled around every read (which would race between threads).
+PILImage.MAX_IMAGE_PIXELS = None
 
 
 @dataclass(frozen=True)
@@ -107,13 +111,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
-            saved, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
-            try:
-                im = PILImage.open(path)
-            finally:
-                PILImage.MAX_IMAGE_PIXELS = saved
+        im = PILImage.open(path)
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image (unrecognised format)") from None
     except OSError as exc:
@@ -126,14 +124,22 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         try:
             exif = im.getexif()  # for PNG this decodes the image: corrupt files fail here
             icc = im.info.get("icc_profile") or None
-            orientation = int(exif.get(_ORIENTATION, 1) or 1)
+            try:
+                orientation = int(exif.get(_ORIENTATION, 1) or 1)
+            except (TypeError, ValueError):
+                orientation = 1  # a malformed tag: leave the pixels as stored
             sixteen = (fmt == "PNG" and _png_bit_depth(path) == 16 and im.mode not in ("I;16", "I;16B")) or (
                 fmt == "TIFF" and max(np.atleast_1d(im.tag_v2.get(258, (8,)))) == 16
             )
             pixels = _decode_16bit(path, fmt) if sixteen else _pil_to_array(im)
+            exif_bytes = None
+            if len(exif):
+                if orientation != 1:
+                    exif[_ORIENTATION] = 1
+                exif_bytes = exif.tobytes()
         except InputError:
             raise
-        except (OSError, ValueError, SyntaxError, struct.error, zlib.error, tifffile.TiffFileError) as exc:
+        except (OSError, ValueError, TypeError, SyntaxError, struct.error, zlib.error, tifffile.TiffFileError) as exc:
             raise InputError(f"{path}: truncated or corrupt image ({exc})") from None
     if pixels is None:
         raise InputError(f"{path}: truncated or corrupt image")
@@ -144,12 +150,18 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     if pixels.shape[2] == 2:  # gray + alpha -> RGBA keeps the alpha
         pixels = np.concatenate([pixels[:, :, :1]] * 3 + [pixels[:, :, 1:]], axis=2)
     pixels = _apply_orientation(pixels, orientation)
-    exif_bytes = None
-    if len(exif):
-        if orientation != 1:
-            exif[_ORIENTATION] = 1
-        exif_bytes = exif.tobytes()
+    if icc and _icc_colour_space(icc) != ("GRAY" if pixels.shape[2] == 1 else "RGB"):
+        # e.g. a CMYK or Lab file converted to RGB, or a gray profile on gray+alpha made RGBA:
+        # the profile no longer describes the pixels, so carrying it would shift colours
+        log.info("%s: dropping its %s ICC profile (pixels are now %s)", path, _icc_colour_space(icc),
+                 "gray" if pixels.shape[2] == 1 else "RGB")
+        icc = None
     return Image(np.ascontiguousarray(pixels), icc, exif_bytes, fmt)
+
+
+def _icc_colour_space(icc: bytes) -> str:
+    """The data colour space an ICC profile's header declares ('RGB', 'GRAY', 'CMYK', ...)."""
+    return icc[16:20].decode("ascii", "replace").strip() if len(icc) >= 20 else ""
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -218,5 +230,8 @@ def write_image(img: Image, path: str | Path, *, quality: int = 95) -> Path:
                 kwargs["quality"] = quality
             if fmt == "TIFF":
                 kwargs["compression"] = "tiff_deflate"
-            pim.save(tmp, fmt, **kwargs)
+            try:
+                pim.save(tmp, fmt, **kwargs)
+            except ValueError as exc:  # e.g. WebP is limited to 16383 pixels a side
+                raise InputError(f"{path}: cannot be written as {fmt} ({exc})") from None
     return path

@@ -81,10 +81,11 @@ class Manifest(BaseModel):
     )
     sources: list[Source]
     folder: Path | None = Field(None, exclude=True)
+    home: Path | None = Field(None, exclude=True, description="GENAI_HOME for this manifest's weights")
 
     @property
     def weights_dir(self) -> Path:
-        return genai_home() / "models" / self.id
+        return (self.home or genai_home()) / "models" / self.id
 
     @property
     def weights_path(self) -> Path:
@@ -96,9 +97,12 @@ class Manifest(BaseModel):
         known = {s.converted_sha256 for s in self.sources if isinstance(s, NcnnWheelSource)}
         prov = self.weights_dir / PROVENANCE_FILE
         if prov.exists():
-            record = json.loads(prov.read_text())
-            if record.get("source_type") in ("url", "local"):
-                known.add(record["sha256"])
+            try:
+                record = json.loads(prov.read_text())
+                if record.get("source_type") in ("url", "local"):
+                    known.add(record["sha256"])
+            except (OSError, ValueError, KeyError, AttributeError) as exc:
+                raise ModelError(f"{prov}: unreadable ({exc}); run: genai models pull {self.id} --force") from exc
         return known
 
 
@@ -114,15 +118,21 @@ def _read_index(folder: Path) -> list[str]:
     index = folder / "index.yaml"
     if not index.exists():
         return []
-    data = yaml.safe_load(index.read_text()) or {}
-    return list(data.get("models", []))
+    try:
+        data = yaml.safe_load(index.read_text()) or {}
+        ids = data.get("models", [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError("'models' must be a list of ids")
+        return ids
+    except (OSError, yaml.YAMLError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{index}: invalid model index: {exc}") from exc
 
 
-def _read_manifest(folder: Path) -> Manifest:
+def _read_manifest(folder: Path, home: Path) -> Manifest:
     path = folder / "model.yaml"
     try:
         data = yaml.safe_load(path.read_text())
-        return Manifest(**data, folder=folder)
+        return Manifest(**data, folder=folder, home=home)
     except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
         raise ModelError(f"{path}: invalid model manifest: {exc}") from exc
 
@@ -132,14 +142,15 @@ class Registry:
 
     def __init__(self, *, builtin_dir: Path | None = None, home: Path | None = None) -> None:
         self.builtin_dir = builtin_dir or builtin_models_dir()
-        self.user_dir = (home or genai_home()) / "models"
+        self.home = home or genai_home()
+        self.user_dir = self.home / "models"
 
     @cached_property
     def _manifests(self) -> dict[str, Manifest]:
         found: dict[str, Manifest] = {}
         for folder, ids in ((self.builtin_dir, _read_index(self.builtin_dir)), (self.user_dir, _read_index(self.user_dir))):
             for model_id in ids:
-                m = _read_manifest(folder / model_id)
+                m = _read_manifest(folder / model_id, self.home)
                 if m.id != model_id:
                     raise ModelError(f"{folder / model_id / 'model.yaml'}: id {m.id!r} != folder {model_id!r}")
                 found.setdefault(model_id, m)
@@ -165,7 +176,8 @@ class Registry:
             raise ModelError(f"model id {manifest.id!r} is already registered")
         folder = self.user_dir / manifest.id
         with atomic_path(folder / "model.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False))
+            tmp.write_text(yaml.safe_dump(manifest.model_dump(mode="json", exclude={"folder", "home"}),
+                                          sort_keys=False))
         ids = _read_index(self.user_dir) + [manifest.id]
         with atomic_path(self.user_dir / "index.yaml") as tmp:
             tmp.write_text(yaml.safe_dump({"models": ids}))

@@ -59,6 +59,15 @@ def test_folder_recursive_glob_skip_and_overwrite(tmp_path, astronaut, cli):
     assert _files(tmp_path / "g") == ["sub/b.png"]
 
 
+def test_output_folder_inside_the_input_folder(tmp_path, astronaut, cli):
+    src = tmp_path / "src"
+    _save(src / "a.png", astronaut[:16, :16])
+    for _ in range(2):
+        proc = cli("upscale", str(src), "-o", str(src / "out"), "-m", MODEL)
+        assert proc.returncode == 0, proc.stderr
+    assert _files(src) == ["a.png", "out/a.png"]
+
+
 def test_two_inputs_with_one_output_name_is_an_error(tmp_path, astronaut, cli):
     _save(tmp_path / "src" / "a.png", astronaut[:16, :16])
     _save(tmp_path / "src" / "a.jpg", astronaut[:16, :16])
@@ -135,8 +144,13 @@ def test_unwritable_output_and_bad_arguments(tmp_path, astronaut, cli):
     proc = cli("upscale", str(src), "-o", str(tmp_path / "o.bmpx"), "-m", MODEL)
     _no_traceback(proc)
     assert proc.returncode == 2 and "unsupported output format" in proc.stderr
-    proc = cli("upscale", str(src), "-o", str(tmp_path / "o.png"), "-m", MODEL, "--scale", "-2")
-    assert proc.returncode == 2 and "must be a positive number" in proc.stderr
+    for flag, value, message in [("--scale", "-2", "must be a positive number"),
+                                 ("--scale", "inf", "must be a positive number"),
+                                 ("--tile", "-1", "must be 0 or a positive integer"),
+                                 ("--device", "gpu0", "not a device name")]:
+        proc = cli("upscale", str(src), "-o", str(tmp_path / "o.png"), "-m", MODEL, flag, value)
+        _no_traceback(proc)
+        assert proc.returncode == 2 and message in proc.stderr, (flag, value, proc.stderr)
     assert _files(tmp_path) == ["file", "in.png"]
 
 

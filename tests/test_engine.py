@@ -51,16 +51,18 @@ def test_realcugan_tiles_stay_close(pulled, astronaut):
     img = astronaut[100:300, 100:400]
     diff = np.abs(_float_upscale(up, img, 0) - _float_upscale(up, img, 128)) * 255
     assert diff.mean() < 1.5
-    assert up.auto_tile() >= 512
+    budget = Upscaler(config=EngineConfig(model="realcugan-2x-conservative", backend="torch", memory_budget_mb=4096))
+    assert budget.auto_tile() >= 512
 
 
-def test_tiles_cover_odd_sizes_and_tiny_images(compact):
+def test_tiles_cover_odd_sizes_and_tiny_images(compact, astronaut):
+    """32px tiles over odd sizes give the untiled result (Compact's receptive field < context)."""
     for h, w in [(1, 1), (5, 3), (37, 129), (130, 67)]:
-        img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-        out = Upscaler.upscale(compact, img)
-        assert out.pixels.shape == (4 * h, 4 * w, 3)
-    one = compact._upscale_rgb(np.zeros((37, 129, 3), np.float32), 32, lambda: None)
-    assert one.shape == (148, 516, 3) and np.isfinite(one).all()
+        img = astronaut[200:200 + h, 150:150 + w].astype(np.float32) / 255
+        whole = compact._upscale_rgb(img, 0, lambda: None)
+        tiled = compact._upscale_rgb(img, 32, lambda: None)
+        assert whole.shape == tiled.shape == (4 * h, 4 * w, 3)
+        assert np.abs(whole - tiled).max() < 0.5 / 255, (h, w)
 
 
 def test_output_sizes(compact, astronaut):
@@ -121,8 +123,8 @@ def test_progress_and_cancel(astronaut, pulled):
 
 
 def test_out_of_memory_retries_with_smaller_tiles(compact, astronaut):
-    """A backend that runs out of memory on inputs over 96px: 128px tiles (176px with context)
-    fail, so the engine halves to 64px tiles (at most 88px with context) and succeeds."""
+    """A backend that runs out of memory on inputs over 96px: 128px tiles (the whole 100px image)
+    fail, so the engine halves from the image size to 48px tiles (96px with context) and succeeds."""
 
     class Limited:
         name, device, precision = "torch", "cpu", "fp32"
@@ -139,17 +141,21 @@ def test_out_of_memory_retries_with_smaller_tiles(compact, astronaut):
     expected = up.upscale(astronaut[:100, :100]).pixels
     up.backend = Limited(up.backend)
     result = up.upscale(astronaut[:100, :100])
-    assert result.tile == 64
+    assert result.tile == 48
     assert np.array_equal(result.pixels, expected)
 
 
-def test_concurrent_calls_share_one_upscaler(compact, astronaut):
-    images = [astronaut[i * 30:i * 30 + 50, :70] for i in range(4)]
-    expected = [compact.upscale(im).pixels for im in images]
+def test_concurrent_calls_share_one_upscaler(pulled, astronaut):
+    """Four threads, each tiling its own image with its own progress callback, on one Upscaler."""
+    pulled("realesr-animevideov3")
+    up = Upscaler(config=EngineConfig(model="realesr-animevideov3", backend="torch", tile=32))
+    images = [astronaut[i * 30:i * 30 + 70 + 7 * i, :90] for i in range(4)]
+    expected = [up.upscale(im).pixels for im in images]
     results = [None] * 4
+    progress = [[] for _ in range(4)]
 
     def work(i):
-        results[i] = compact.upscale(images[i]).pixels
+        results[i] = up.upscale(images[i], progress=progress[i].append).pixels
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:
@@ -157,6 +163,9 @@ def test_concurrent_calls_share_one_upscaler(compact, astronaut):
     for t in threads:
         t.join()
     assert all(np.array_equal(r, e) for r, e in zip(results, expected))
+    for i, seen in enumerate(progress):
+        h, w = images[i].shape[:2]
+        assert [p.done for p in seen] == list(range(1, up.count_tiles(h, w, 32) + 1))
 
 
 def test_onnx_and_torch_backends_agree_and_report_what_ran(pulled, astronaut):
@@ -169,10 +178,19 @@ def test_onnx_and_torch_backends_agree_and_report_what_ran(pulled, astronaut):
     assert np.abs(a.pixels.astype(int) - b.pixels.astype(int)).max() <= 1
 
 
-def test_half_precision_on_cpu_is_refused(pulled):
+def test_half_precision_on_cpu_and_unknown_devices_are_refused(pulled):
     pulled("realesr-animevideov3")
     with pytest.raises(BackendError, match="CUDA"):
         Upscaler(config=EngineConfig(model="realesr-animevideov3", backend="torch", precision="fp16", device="cpu"))
+    with pytest.raises(BackendError, match="not a device name"):
+        Upscaler(config=EngineConfig(model="realesr-animevideov3", backend="torch", device="gpu0"))
+
+
+def test_output_size_limits():
+    with pytest.raises(InputError, match="positive number"):
+        target_size(10, 10, native=4, scale=float("inf"))
+    with pytest.raises(InputError, match="over the limit"):
+        target_size(20000, 20000, native=4)
 
 
 @pytest.mark.skipif(not __import__("genai.backends").backends.cpu_has_native_bf16(),

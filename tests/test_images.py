@@ -10,7 +10,7 @@ from PIL import Image as PILImage
 from PIL import ImageCms, ImageOps
 
 from genai.errors import InputError
-from genai.images import read_image, write_image
+from genai.images import Image, read_image, write_image
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,22 @@ def test_icc_profile_is_carried_to_every_format(tmp_path, astronaut, srgb_icc):
         assert PILImage.open(out).info.get("icc_profile") == srgb_icc, ext
 
 
+def test_icc_profile_of_another_colour_space_is_dropped(tmp_path, astronaut, srgb_icc):
+    cmyk = PILImage.fromarray(astronaut[:16, :16]).convert("CMYK")
+    fake_cmyk_icc = srgb_icc[:16] + b"CMYK" + srgb_icc[20:]
+    cmyk.save(tmp_path / "c.jpg", icc_profile=fake_cmyk_icc)
+    img = read_image(tmp_path / "c.jpg")
+    assert img.pixels.shape == (16, 16, 3) and img.icc_profile is None
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path, astronaut):
+    import os
+    out = write_image(Image(astronaut[:8, :8]), tmp_path / "m.png")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_16bit_png_and_tiff_round_trip(tmp_path, srgb_icc):
     rng = np.random.default_rng(1)
     deep = rng.integers(0, 65536, (24, 36, 3), dtype=np.uint16)
@@ -50,8 +66,7 @@ def test_16bit_png_and_tiff_round_trip(tmp_path, srgb_icc):
     for name in ("in.png", "in.tif"):
         img = read_image(tmp_path / name)
         assert img.pixels.dtype == np.uint16 and np.array_equal(img.pixels, deep), name
-    img = read_image(tmp_path / "in.png").with_pixels(deep)
-    img = type(img)(deep, srgb_icc)
+    img = Image(deep, srgb_icc)
     png = write_image(img, tmp_path / "out.png")
     assert np.array_equal(cv2.cvtColor(cv2.imread(str(png), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB), deep)
     assert PILImage.open(png).info.get("icc_profile") == srgb_icc  # the inserted iCCP chunk is valid

