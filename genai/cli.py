@@ -43,6 +43,35 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def add_remaster_arguments(rem: argparse.ArgumentParser) -> None:
+    """The remaster options; shared with ``python -m pipelines.remaster`` (the Ray version)."""
+    rem.add_argument("inputs", nargs="+", metavar="IN", help="video files or folders of videos")
+    rem.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    rem.add_argument("-m", "--model", default="realesr-animevideov3")
+    rsize = rem.add_mutually_exclusive_group()
+    rsize.add_argument("-s", "--scale", type=_positive_float)
+    rsize.add_argument("--width", type=_positive_int)
+    rem.add_argument("--height", type=_positive_int, help="e.g. 1080 (keeps the aspect ratio)")
+    rem.add_argument("--codec", choices=["h264", "hevc", "av1"], default="h264")
+    rem.add_argument("--crf", type=_non_negative_int, help="quality (h264 default 18, hevc 20, av1 30)")
+    rem.add_argument("--preset", help="encoder preset (h264/hevc: medium; av1: 8)")
+    rem.add_argument("--pix-fmt", choices=["yuv420p", "yuv420p10le"], help="default: 10-bit for 10-bit input")
+    rem.add_argument("--deinterlace", choices=["auto", "on", "off"], default="auto")
+    rem.add_argument("--keep-duplicates", action="store_true", help="upscale repeated frames again")
+    rem.add_argument("--start", type=float, metavar="SECONDS")
+    rem.add_argument("--end", type=float, metavar="SECONDS")
+    rem.add_argument("--preview", type=_positive_float, metavar="SECONDS", help="only this many seconds")
+    rem.add_argument("--chunk-seconds", type=_positive_float, default=10.0, help="resume granularity")
+    rem.add_argument("--format", choices=["mp4", "mkv", "mov", "webm"], default=None,
+                     help="container in folder mode (default: the input's, or mp4)")
+    rem.add_argument("--overwrite", action="store_true")
+    rem.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    rem.add_argument("--device", default="auto")
+    rem.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    rem.add_argument("--threads", type=_positive_int)
+
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genai", description="genai: generative AI suite (super-resolution, ...)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
@@ -68,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--memory-budget", type=_positive_int, metavar="MB", help="memory for one tile")
     up.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger inputs")
     up.add_argument("--threads", type=_positive_int, help="CPU threads")
+
+    add_remaster_arguments(sub.add_parser("remaster", help="upscale whole videos, keeping sound, timing and colour"))
 
     models = sub.add_parser("models", help="list, pull and add models")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -234,6 +265,128 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --------------------------------------------------------------------------- remaster
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg",
+                  ".flv", ".wmv", ".3gp"}
+
+
+def plan_videos(inputs: list[str], output: str, fmt: str | None) -> tuple[list[Job], list[str]]:
+    from genai.video.remaster import CONTAINER_CODECS
+
+    out = Path(output)
+    found: list[tuple[Path, Path]] = []
+    errors = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES
+                           and not f.resolve().is_relative_to(out.resolve()) and not f.name.startswith("."))
+            if not files:
+                errors.append(f"{item}: no videos in this folder")
+            found += [(f, path) for f in files]
+        elif path.is_file():
+            found.append((path, path.parent))
+        else:
+            errors.append(f"{item}: no such file or directory")
+    if len(inputs) == 1 and len(found) == 1 and Path(inputs[0]).is_file() and out.suffix and not out.is_dir():
+        return [Job(found[0][0], out)], errors
+    jobs = []
+    for f, base in found:
+        suffix = f".{fmt}" if fmt else (f.suffix.lower() if f.suffix.lower() in CONTAINER_CODECS else ".mp4")
+        jobs.append(Job(f, out / f.relative_to(base).with_suffix(suffix)))
+    return jobs, errors
+
+
+def remaster_config(args: argparse.Namespace):
+    from genai.engine import target_size
+    from genai.video.remaster import RemasterConfig
+
+    target_size(1, 1, native=1, scale=args.scale, width=args.width, height=args.height)  # validates
+    return RemasterConfig(
+        model=args.model, scale=args.scale, width=args.width, height=args.height, codec=args.codec,
+        crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, deinterlace=args.deinterlace,
+        skip_duplicates=not args.keep_duplicates, start=args.start, end=args.end, preview=args.preview,
+        chunk_seconds=args.chunk_seconds, backend=args.backend, device=args.device,
+        precision=args.precision, threads=args.threads,
+    )
+
+
+def local_runner(config):
+    """Run each video in this process with one engine (loaded once for the whole batch)."""
+    from genai.engine import Upscaler
+    from genai.video.remaster import remaster
+
+    engine = Upscaler(config=config.engine_config())
+    provider = getattr(engine.backend, "provider", None)
+    log.info("model %s on %s (%s, %s)", engine.manifest.id,
+             f"{engine.backend.name} {provider}" if provider else engine.backend.name,
+             engine.backend.device, engine.backend.precision)
+
+    def run(src: Path, dst: Path, progress):
+        return remaster(src, dst, config, engine=engine, progress=progress)
+
+    return run
+
+
+def cmd_remaster(args: argparse.Namespace, make_runner=local_runner) -> int:
+    """A batch of videos with a status line per video. ``make_runner(config)`` returns
+    ``run(src, dst, progress) -> RemasterResult``: in this process by default, on Ray from
+    ``python -m pipelines.remaster``."""
+    from tqdm import tqdm
+
+    from genai.video.remaster import work_dir_for
+
+    config = remaster_config(args)
+    jobs, errors = plan_videos(args.inputs, args.output, args.format)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    todo = [j for j in jobs if args.overwrite or not j.dst.exists()]
+    status: dict[Path, str] = {j.src: "skipped (output exists)" for j in jobs if j not in todo}
+    failed = len(errors)
+    run = make_runner(config) if todo else None
+    hide = True if args.quiet else None
+    for job in todo:
+        bar = tqdm(total=0, unit="frame", desc=job.src.name[-30:], disable=hide, file=sys.stderr,
+                   dynamic_ncols=True)
+
+        def on_progress(p, _bar=bar):
+            if _bar.total != p.total:
+                _bar.total = p.total
+                _bar.n = p.done
+                _bar.refresh()
+            else:
+                _bar.update(p.done - _bar.n)
+
+        try:
+            result = run(job.src, job.dst, on_progress)
+            status[job.src] = (f"done: {result.frames} frames in {result.seconds:.1f}s ({result.fps:.2f} fps)"
+                               + (f", {result.chunks_resumed}/{result.chunks} chunks resumed" if result.chunks_resumed
+                                  else "") + (f", {result.duplicates} duplicate frames reused"
+                                              if result.duplicates else ""))
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"interrupted: {job.src} can be resumed; its finished chunks are kept in "
+                  f"{work_dir_for(job.dst)}. Run the same command again to continue.", file=sys.stderr)
+            return 130
+        except GenaiError as exc:
+            failed += 1
+            status[job.src] = "failed"
+            tqdm.write(f"error: {exc}", file=sys.stderr)
+        except OSError as exc:
+            failed += 1
+            status[job.src] = "failed"
+            tqdm.write(f"error: {job.dst}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+        finally:
+            bar.close()
+    if not args.quiet:
+        for src, text in status.items():
+            print(f"{src}: {text}", file=sys.stderr)
+        if len(jobs) == 1 and not failed:
+            print(jobs[0].dst)
+    return 1 if failed else 0
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -303,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "upscale":
             return cmd_upscale(args)
+        if args.command == "remaster":
+            return cmd_remaster(args)
         return cmd_models(args)
     except GenaiError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,180 @@
+"""Remastering real clips: frame count, sound, timestamps, colour, resume, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from genai.engine import EngineConfig, Upscaler
+from genai.errors import Cancelled
+from genai.video import RemasterConfig, probe, remaster
+from genai.video.remaster import work_dir_for
+from tests.video.conftest import CARPHONE, GREY_LEVELS, MODEL, frame_times, stream_summary
+
+
+@pytest.fixture(scope="module")
+def engine(pulled):
+    pulled(MODEL)
+    return Upscaler(config=EngineConfig(model=MODEL, backend="torch"))
+
+
+def test_frames_duration_and_audio_are_kept(bunny_small, engine, tmp_path):
+    out = tmp_path / "bunny_x4.mp4"
+    result = remaster(bunny_small, out, RemasterConfig(chunk_seconds=0.4), engine=engine)
+    src, dst = probe(bunny_small), probe(out)
+    assert result.chunks >= 4 and result.frames == src.frames == dst.frames == 50
+    assert (dst.width, dst.height) == (640, 360)
+    assert abs(dst.duration - src.duration) <= 1 / 25
+    (a_codec, a_ch, a_dur), = stream_summary(bunny_small)["audio"]
+    (b_codec, b_ch, b_dur), = stream_summary(out)["audio"]
+    assert (b_codec, b_ch) == (a_codec, a_ch) == ("aac", 6)
+    assert abs(a_dur - b_dur) <= 0.05
+    assert dst.colour.matrix == "itu709" and not dst.colour.assumed and not dst.colour.full_range
+    assert not work_dir_for(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bunny_x4.mp4"]
+
+
+def test_carphone_to_4x_keeps_every_frame(engine, tmp_path):
+    out = tmp_path / "carphone.mkv"
+    remaster(CARPHONE, out, RemasterConfig(preview=1.0), engine=engine)
+    src = probe(CARPHONE)
+    dst = probe(out)
+    assert (dst.width, dst.height) == (704, 576)
+    assert dst.frames == sum(1 for t in src.frame_pts if (t - src.start_pts) * src.time_base < 1.0)
+
+
+def test_variable_frame_rate_keeps_timestamps(vfr_clip, engine, tmp_path):
+    out = tmp_path / "vfr_x2.mkv"
+    remaster(vfr_clip, out, RemasterConfig(scale=2, chunk_seconds=0.3), engine=engine)
+    before, after = frame_times(vfr_clip), frame_times(out)
+    assert len(before) == len(after) == 24
+    assert np.allclose(before, after, atol=1e-3)
+    assert len(set(np.round(np.diff(before), 3))) > 2  # the clip really is variable
+
+
+def test_10bit_bt709_limited_keeps_tags_and_levels(ramp_10bit, engine, tmp_path):
+    out = tmp_path / "ramp.mkv"
+    remaster(ramp_10bit, out, RemasterConfig(scale=2, codec="hevc", crf=0), engine=engine)
+    info = probe(out)
+    assert info.bit_depth == 10 and info.pix_fmt == "yuv420p10le"
+    assert (info.colour.colorspace, info.colour.primaries, info.colour.transfer) == (1, 1, 1)
+    assert not info.colour.full_range and not info.colour.assumed
+    with av.open(str(out)) as c:
+        frame = next(c.decode(video=0))
+        y = np.frombuffer(frame.planes[0], np.uint16).reshape(frame.height, -1)[:, : frame.width]
+    for i, level in enumerate(GREY_LEVELS):
+        # The network itself brightens flat grey a little (up to ~5/255 for this model), so the
+        # expected level is computed independently of swscale: limited-range 10-bit grey ->
+        # RGB value (level - 64) / 876, the network on that flat grey, and back to 64 + 876 v.
+        v = (level - 64) / 876
+        flat = np.full((16, 16, 3), round(v * 65535), np.uint16)
+        v_out = float(np.median(engine.upscale(flat).pixels)) / 65535
+        expected = 64 + 876 * v_out
+        bar = y[16:-16, i * 64 + 24:(i + 1) * 64 - 24]  # the centre of each (2x wider) bar
+        assert abs(float(np.median(bar)) - expected) <= 2, (level, expected, np.median(bar))
+
+
+def test_duplicate_frames_reuse_the_previous_output(tmp_path, engine):
+    src = tmp_path / "still.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 48, 32, "yuv420p"
+        vs.options = {"crf": "0", "preset": "veryfast"}
+        img = np.zeros((32, 48, 3), np.uint8)
+        img[:, :24] = 200
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(img if i < 6 else 255 - img, format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            for pkt in vs.encode(frame):
+                out.mux(pkt)
+        for pkt in vs.encode(None):
+            out.mux(pkt)
+    result = remaster(src, tmp_path / "still_x4.mkv", RemasterConfig(), engine=engine)
+    assert result.frames == 10 and result.duplicates == 8
+
+
+def test_cancel_then_resume_does_not_redo_finished_chunks(bunny_small, engine, tmp_path):
+    out = tmp_path / "resumed.mp4"
+    config = RemasterConfig(chunk_seconds=0.4)
+    seen = []
+    with pytest.raises(Cancelled):
+        remaster(bunny_small, out, config, engine=engine, progress=seen.append,
+                 cancel=lambda: bool(seen) and seen[-1].done >= 30)
+    work = work_dir_for(out)
+    assert not out.exists() and (work / "manifest.json").exists()
+    finished = sorted(p.name for p in work.glob("chunk_*.pkts"))
+    assert finished and not list(work.glob(".*part*"))  # no half-written chunk is kept
+    mtimes = {name: (work / name).stat().st_mtime_ns for name in finished}
+
+    second = []
+    result = remaster(bunny_small, out, config, engine=engine, progress=second.append)
+    assert result.chunks_resumed == len(finished) and result.frames == 50
+    assert second[0].done >= 24  # the run starts with the finished chunks' frames counted
+    assert second[-1].done == 50 and len(second) == 1 + 50 - second[0].done  # only the rest was computed
+    assert probe(out).frames == 50
+    assert all(mtimes)  # (the chunk files were read, not rewritten, before the work folder was removed)
+
+
+def test_changed_settings_start_over(bunny_small, engine, tmp_path):
+    out = tmp_path / "o.mp4"
+    seen = []
+    with pytest.raises(Cancelled):
+        remaster(bunny_small, out, RemasterConfig(chunk_seconds=0.4), engine=engine, progress=seen.append,
+                 cancel=lambda: bool(seen) and seen[-1].done >= 20)
+    result = remaster(bunny_small, out, RemasterConfig(chunk_seconds=0.4, crf=30), engine=engine)
+    assert result.chunks_resumed == 0 and probe(out).frames == 50
+
+
+def test_trim_start_end(bunny_small, engine, tmp_path):
+    out = tmp_path / "trim.mp4"
+    remaster(bunny_small, out, RemasterConfig(start=0.5, end=1.5), engine=engine)
+    info = probe(out)
+    assert info.frames == 25
+    assert frame_times(out)[0] == pytest.approx(0.0, abs=1e-3)
+    (_, _, a_dur), = stream_summary(out)["audio"]
+    assert abs(a_dur - 1.0) <= 0.05
+
+
+def _no_traceback(proc):
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_bad_inputs(tmp_path, bunny_small, cli):
+    (tmp_path / "text.mp4").write_text("not a video at all")
+    data = bunny_small.read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    audio_only = tmp_path / "audio.m4a"
+    with av.open(str(bunny_small)) as inp, av.open(str(audio_only), "w") as out:
+        a = out.add_stream_from_template(inp.streams.audio[0])
+        for pkt in inp.demux(inp.streams.audio[0]):
+            if pkt.size:
+                pkt.stream = a
+                out.mux(pkt)
+    cases = {"text.mp4": "not a video", "truncated.mp4": "", "audio.m4a": "has no video stream"}
+    for name, message in cases.items():
+        proc = cli("remaster", str(tmp_path / name), "-o", str(tmp_path / "out" / f"{name}.mp4"), "-m", MODEL)
+        _no_traceback(proc)
+        assert proc.returncode == 1, (name, proc.stderr)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and name in errors[0] and message in errors[0], (name, proc.stderr)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder is needed")
+    proc = cli("remaster", str(bunny_small), "-o", str(blocker / "x.mp4"), "-m", MODEL)
+    _no_traceback(proc)
+    assert proc.returncode == 1 and "x.mp4: cannot write" in proc.stderr
+    proc = cli("remaster", str(bunny_small), "-o", str(tmp_path / "x.xyz"), "-m", MODEL)
+    _no_traceback(proc)
+    assert proc.returncode == 1 and "unsupported output container" in proc.stderr
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.is_file()]
+    assert sorted(leftovers) == ["audio.m4a", "blocker", "text.mp4", "truncated.mp4"]
+
+
+def test_cli_remaster_prints_status_and_output(bunny_small, tmp_path, cli):
+    proc = cli("remaster", str(bunny_small), "-o", str(tmp_path / "b.mp4"), "-m", MODEL, "--preview", "0.5",
+               "--backend", "torch")
+    assert proc.returncode == 0, proc.stderr
+    assert "done: 13 frames" in proc.stderr
+    assert Path(proc.stdout.strip()) == tmp_path / "b.mp4"
