@@ -39,6 +39,7 @@ test-all: env
 
 bench: env
 	$(PY) benchmarks/sr.py
+	$(PY) benchmarks/video.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -119,6 +119,7 @@ class RemasterResult:
     chunks_resumed: int
     duplicates: int
     seconds: float
+    nodes: int = 1  # machines the chunks ran on (Ray)
 
     @property
     def fps(self) -> float:
@@ -547,17 +548,13 @@ def _copy_chapters(inp, out, lo: int, hi: int, tb: Fraction, shift_s: float) -> 
 # ------------------------------------------------------------------------- entry point
 
 
-def remaster(input_path: str | Path, output: str | Path, config: RemasterConfig, *,
-             engine: Upscaler | None = None, progress: ProgressFn | None = None,
-             cancel: CancelFn | None = None) -> RemasterResult:
-    """Remaster ``input_path`` into ``output``; resumable (rerun after a crash or cancel)."""
-    t0 = time.perf_counter()
-    input_path, output = Path(input_path), Path(output)
+def prepare(input_path: Path, output: Path, config: RemasterConfig, native_scale: int) -> tuple[Plan, Path, int]:
+    """Check the output, plan the chunks, and pick up finished chunks of an earlier run.
+    Returns the plan, the work folder and how many chunks were already done."""
     if output.suffix.lower() not in CONTAINER_CODECS:
         raise InputError(f"{output}: unsupported output container {output.suffix or '(none)'!r} "
                          f"(use {', '.join(CONTAINER_CODECS)})")
-    engine = engine or Upscaler(config=config.engine_config())
-    p = plan(input_path, config, engine.scale)
+    p = plan(input_path, config, native_scale)
     work = work_dir_for(output)
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -567,28 +564,50 @@ def remaster(input_path: str | Path, output: str | Path, config: RemasterConfig,
     work.mkdir(parents=True, exist_ok=True)
     if resumed:
         log.info("%s: resuming, %d of %d chunks already done", output, resumed, len(p.chunks))
-    total = p.frames
+    return p, work, resumed
+
+
+def mark_done(p: Plan, work: Path, chunk: Chunk) -> None:
+    chunk.done = True
+    _save_progress(work, p)
+
+
+def finish(p: Plan, work: Path, output: Path) -> None:
+    """Assemble the output from the finished chunks, then remove the work folder."""
+    missing = [c.name for c in p.chunks if not c.done]
+    if missing:
+        raise RuntimeError(f"chunks not finished: {missing}")
+    assemble(p, work, output)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def remaster(input_path: str | Path, output: str | Path, config: RemasterConfig, *,
+             engine: Upscaler | None = None, progress: ProgressFn | None = None,
+             cancel: CancelFn | None = None) -> RemasterResult:
+    """Remaster ``input_path`` into ``output`` in this process; resumable (rerun after a crash
+    or cancel). ``pipelines.remaster`` runs the same steps with chunks on Ray."""
+    t0 = time.perf_counter()
+    input_path, output = Path(input_path), Path(output)
+    engine = engine or Upscaler(config=config.engine_config())
+    p, work, resumed = prepare(input_path, output, config, engine.scale)
     done = [sum(c.frames for c in p.chunks if c.done)]
     if progress:
-        progress(Progress(done[0], total, "frames"))
+        progress(Progress(done[0], p.frames, "frames"))
 
     def on_frame() -> None:
         done[0] += 1
         if progress:
-            progress(Progress(done[0], total, "frames"))
+            progress(Progress(done[0], p.frames, "frames"))
 
-    dups = 0
+    duplicates = 0
     for chunk in p.chunks:
-        if chunk.done:
-            continue
-        dups += encode_chunk(p, chunk, engine, work / chunk.name, on_frame=on_frame, cancel=cancel)
-        chunk.done = True
-        _save_progress(work, p)
+        if not chunk.done:
+            duplicates += encode_chunk(p, chunk, engine, work / chunk.name, on_frame=on_frame, cancel=cancel)
+            mark_done(p, work, chunk)
     check_cancel(cancel)
-    assemble(p, work, output)
-    shutil.rmtree(work, ignore_errors=True)
-    return RemasterResult(output, total, len(p.chunks), resumed, dups, time.perf_counter() - t0)
+    finish(p, work, output)
+    return RemasterResult(output, p.frames, len(p.chunks), resumed, duplicates, time.perf_counter() - t0)
 
 
-__all__ = ["RemasterConfig", "RemasterResult", "Plan", "plan", "remaster", "encode_chunk", "assemble",
-           "work_dir_for", "Cancelled"]
+__all__ = ["RemasterConfig", "RemasterResult", "Plan", "Chunk", "plan", "prepare", "encode_chunk", "mark_done",
+           "finish", "remaster", "work_dir_for", "Cancelled"]
