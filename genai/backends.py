@@ -206,14 +206,20 @@ class OnnxBackend:
         return self.session.run(["output"], {"input": np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
+# On CPU, ``auto`` picks the backend measured faster for the architecture on this machine
+# (benchmarks/sr.py, benchmarks/video.py): torch (channels_last, oneDNN) for the small Compact
+# network (14.2 vs 10.5 fps on carphone), ONNX Runtime for the rest (RRDB: 0.95x vs 0.67-0.82x ncnn).
+_TORCH_ON_CPU = {"Compact"}
+
+
 def create_backend(kind: str, desc: spandrel.ImageModelDescriptor, manifest: Manifest, *,
                    device: str = "auto", precision: str = "auto", threads: int | None = None) -> Backend:
-    """``auto``: torch on CUDA (fp16 where supported); ONNX Runtime on CPU (faster here,
-    see benchmarks/sr.py), falling back to torch when onnxruntime is not installed."""
+    """``auto``: torch on CUDA (fp16 where supported); on CPU the backend measured faster for
+    the architecture, falling back to torch when onnxruntime is not installed."""
     if threads and kind in ("torch", "auto"):
         torch.set_num_threads(threads)
     if kind == "auto":
-        if resolve_device(device).type == "cuda":
+        if resolve_device(device).type == "cuda" or desc.architecture.id in _TORCH_ON_CPU:
             kind = "torch"
         else:
             try:

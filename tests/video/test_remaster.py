@@ -178,3 +178,58 @@ def test_cli_remaster_prints_status_and_output(bunny_small, tmp_path, cli):
     assert proc.returncode == 0, proc.stderr
     assert "done: 13 frames" in proc.stderr
     assert Path(proc.stdout.strip()) == tmp_path / "b.mp4"
+
+
+def _encode_clip(path, frames, *, interlaced=False, rotation=0):
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        params = "keyint=25"
+        if interlaced:
+            params += ":interlaced=1:tff=1"
+        vs.options = {"crf": "10", "preset": "veryfast", "x264-params": params}
+        if rotation:
+            vs.set_display_rotation(rotation)
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            for pkt in vs.encode(frame):
+                out.mux(pkt)
+        for pkt in vs.encode(None):
+            out.mux(pkt)
+    return path
+
+
+def _moving_bars(n=12, h=48, w=64):
+    frames = []
+    for i in range(n):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[::2, :, :] = 60
+        img[:, (i * 5) % w:(i * 5) % w + 10] = 230
+        frames.append(img)
+    return frames
+
+
+def test_interlaced_input_is_detected_and_deinterlaced(tmp_path, engine, caplog):
+    src = _encode_clip(tmp_path / "interlaced.mkv", _moving_bars(), interlaced=True)
+    with av.open(str(src)) as c:
+        assert next(c.decode(video=0)).interlaced_frame
+    with caplog.at_level("INFO", logger="genai.video.remaster"):
+        result = remaster(src, tmp_path / "out.mkv", RemasterConfig(), engine=engine)
+    assert "deinterlacing with bwdif" in caplog.text
+    assert result.frames == probe(tmp_path / "out.mkv").frames == 12
+    caplog.clear()
+    progressive = _encode_clip(tmp_path / "progressive.mkv", _moving_bars())
+    with caplog.at_level("INFO", logger="genai.video.remaster"):
+        remaster(progressive, tmp_path / "p.mkv", RemasterConfig(), engine=engine)
+    assert "deinterlacing" not in caplog.text
+    remaster(progressive, tmp_path / "forced.mkv", RemasterConfig(deinterlace="on"), engine=engine)
+    assert probe(tmp_path / "forced.mkv").frames == 12
+
+
+def test_display_rotation_is_kept(tmp_path, engine):
+    src = _encode_clip(tmp_path / "rotated.mp4", _moving_bars(6), rotation=90)
+    assert probe(src).rotation == 90
+    remaster(src, tmp_path / "out.mp4", RemasterConfig(), engine=engine)
+    out = probe(tmp_path / "out.mp4")
+    assert out.rotation == 90 and (out.width, out.height) == (256, 192)
