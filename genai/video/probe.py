@@ -92,8 +92,8 @@ def probe(path: str | Path) -> VideoInfo:
         if not container.streams.video:
             raise InputError(f"{path}: has no video stream")
         stream = container.streams.video[0]
-        if stream.codec_context.codec is None or not stream.codec_context.name:
-            raise InputError(f"{path}: unsupported video codec")
+        if stream.codec_context is None or not stream.codec_context.name:
+            raise InputError(f"{path}: unsupported video codec (this FFmpeg has no decoder for it)")
         try:
             first = next(container.decode(stream))
         except (StopIteration, av.error.FFmpegError) as exc:

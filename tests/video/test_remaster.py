@@ -172,6 +172,62 @@ def test_bad_inputs(tmp_path, bunny_small, cli):
     assert sorted(leftovers) == ["audio.m4a", "blocker", "text.mp4", "truncated.mp4"]
 
 
+def test_unsupported_codec(tmp_path, cli):
+    """A real clip whose Matroska codec id is rewritten to one no decoder knows."""
+    clip = _encode_clip(tmp_path / "k.mkv", _moving_bars(4))
+    data = clip.read_bytes()
+    assert data.count(b"V_MPEG4/ISO/AVC") == 1
+    (tmp_path / "unknown.mkv").write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_GENAI/NO/SUCH"))
+    proc = cli("remaster", str(tmp_path / "unknown.mkv"), "-o", str(tmp_path / "o.mp4"), "-m", MODEL)
+    _no_traceback(proc)
+    assert proc.returncode == 1 and "unknown.mkv: unsupported video codec" in proc.stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_folder_batch_reports_a_status_per_video(tmp_path, bunny_small, cli):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.mp4").write_bytes(bunny_small.read_bytes())
+    _encode_clip(src / "sub" / "b.mkv", _moving_bars(5))
+    (src / "broken.mp4").write_text("not a video")
+    proc = cli("remaster", str(src), "-o", str(tmp_path / "out"), "-m", MODEL, "--preview", "0.3",
+               "--backend", "torch")
+    _no_traceback(proc)
+    assert proc.returncode == 1
+    assert "a.mp4: done: 8 frames" in proc.stderr and "b.mkv: done: 5 frames" in proc.stderr
+    assert "broken.mp4: failed" in proc.stderr
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file()) \
+        == ["a.mp4", "sub/b.mkv"]
+
+
+def test_ctrl_c_leaves_a_resumable_state(tmp_path, bunny_small):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "c.mp4"
+    args = [sys.executable, "-m", "genai", "remaster", str(bunny_small), "-o", str(out), "-m", MODEL,
+            "--chunk-seconds", "0.4", "--backend", "torch"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ)
+    manifest = work_dir_for(out) / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.exists() and json.loads(manifest.read_text())["done"]:
+            break  # the first chunk is finished: interrupt the next one
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "can be resumed" in err and "Traceback" not in err
+    assert not out.exists() and manifest.exists()
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "chunks resumed" in again.stderr and probe(out).frames == 50
+
+
 def test_cli_remaster_prints_status_and_output(bunny_small, tmp_path, cli):
     proc = cli("remaster", str(bunny_small), "-o", str(tmp_path / "b.mp4"), "-m", MODEL, "--preview", "0.5",
                "--backend", "torch")
