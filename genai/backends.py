@@ -135,7 +135,8 @@ def export_onnx(desc: spandrel.ImageModelDescriptor, manifest: Manifest) -> os.P
     """
     path = manifest.weights_dir / "model.fp32.onnx"
     stamp_path = path.with_suffix(".json")
-    stamp = {"weights_sha256": sha256_file(manifest.weights_path), "torch": torch.__version__, "opset": ONNX_OPSET}
+    stamp = {"weights_sha256": sha256_file(manifest.weights_path), "torch": torch.__version__, "opset": ONNX_OPSET,
+             "dynamic": "batch,height,width"}
     if path.exists() and stamp_path.exists():
         try:
             if json.loads(stamp_path.read_text()) == stamp:
@@ -145,14 +146,15 @@ def export_onnx(desc: spandrel.ImageModelDescriptor, manifest: Manifest) -> os.P
     log.info("exporting %s to ONNX (once; cached at %s)", manifest.id, path)
     model = _ExportWrapper(desc.model.float().eval().cpu())
     size = max(64, desc.size_requirements.minimum)
-    x = torch.rand(1, desc.input_channels, size, size)
+    x = torch.rand(2, desc.input_channels, size, size)  # batch 2: a batch of 1 would be specialised
+    n = torch.export.Dim("n", min=1, max=256)
     h = torch.export.Dim("h", min=max(8, desc.size_requirements.minimum), max=8192)
     w = torch.export.Dim("w", min=max(8, desc.size_requirements.minimum), max=8192)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, (x,), str(tmp), input_names=["input"], output_names=["output"], dynamo=True,
-            dynamic_shapes={"x": {2: h, 3: w}}, opset_version=ONNX_OPSET, external_data=False, verbose=False,
+            dynamic_shapes={"x": {0: n, 2: h, 3: w}}, opset_version=ONNX_OPSET, external_data=False, verbose=False,
         )
     with atomic_path(stamp_path) as tmp:
         tmp.write_text(json.dumps(stamp))

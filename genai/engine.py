@@ -283,6 +283,33 @@ class Upscaler:
         return UpscaleResult(out, self.manifest.id, self.backend.name, self.backend.device,
                              self.backend.precision, tile or None, time.perf_counter() - t0)
 
+    def upscale_batch(self, frames: list[np.ndarray], *, scale: float | None = None, width: int | None = None,
+                      height: int | None = None) -> list[np.ndarray]:
+        """Upscale same-size RGB frames (video) through one backend call per group, when a frame
+        fits in one tile; groups are sized so they stay within the memory budget. Anything else
+        (alpha, grayscale, frames that need tiling) goes through ``upscale`` one by one."""
+        if not frames:
+            return []
+        h, w, c = frames[0].shape
+        tile = self.config.tile if self.config.tile is not None else self.auto_tile()
+        uniform = all(f.shape == frames[0].shape and f.dtype == frames[0].dtype for f in frames)
+        if not uniform or c != 3 or len(frames) == 1 or self.count_tiles(h, w, tile) > 1:
+            return [self.upscale(f, scale=scale, width=width, height=height).pixels for f in frames]
+        out_h, out_w = target_size(h, w, native=self.scale, scale=scale, width=width, height=height)
+        budget = (self.config.memory_budget_mb << 20) if self.config.memory_budget_mb else \
+            _available_memory_bytes(self.backend.device)
+        group = max(1, min(len(frames), budget // max(1, h * w * self.manifest.bytes_per_pixel)))
+        maxval = 65535.0 if frames[0].dtype == np.uint16 else 255.0
+        results = []
+        for i in range(0, len(frames), group):
+            batch = np.stack([f.transpose(2, 0, 1) for f in frames[i:i + group]]).astype(np.float32) / maxval
+            for y in self._run_padded(batch):
+                r = y.transpose(1, 2, 0)
+                if r.shape[:2] != (out_h, out_w):
+                    r = resize(r, out_h, out_w)
+                results.append(np.clip(np.rint(r * maxval), 0, maxval).astype(frames[0].dtype))
+        return results
+
     def upscale_image(self, image: Image, **kwargs) -> tuple[Image, UpscaleResult]:
         result = self.upscale(image.pixels, **kwargs)
         return image.with_pixels(result.pixels), result

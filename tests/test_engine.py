@@ -215,3 +215,14 @@ def test_gpu_backends_match_cpu(backend, pulled, astronaut):
     gpu = Upscaler(config=EngineConfig(model="realesr-animevideov3", backend=backend, device="cuda")).upscale(img)
     assert gpu.device.startswith("cuda")
     assert np.abs(cpu.pixels.astype(int) - gpu.pixels.astype(int)).max() <= 3
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_batches_match_single_frames(backend, pulled, astronaut):
+    pulled("realesr-animevideov3")
+    up = Upscaler(config=EngineConfig(model="realesr-animevideov3", backend=backend))
+    frames = [np.ascontiguousarray(astronaut[i * 20:i * 20 + 36, 40:88]) for i in range(5)]
+    batched = up.upscale_batch(frames, scale=2)
+    single = [up.upscale(f, scale=2).pixels for f in frames]
+    assert len(batched) == 5 and all(b.shape == (72, 96, 3) for b in batched)
+    assert max(np.abs(b.astype(int) - s.astype(int)).max() for b, s in zip(batched, single)) <= 1

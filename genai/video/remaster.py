@@ -67,6 +67,7 @@ class RemasterConfig:
     end: float | None = None
     preview: float | None = None  # seconds from start (or from --start)
     chunk_seconds: float = 10.0
+    batch: int = 4  # frames per network call (when a frame fits in one tile)
     backend: str = "auto"
     device: str = "auto"
     precision: str = "auto"
@@ -263,6 +264,8 @@ def configure_encoder(cc: av.CodecContext, p: Plan) -> None:
     opts = {"crf": str(crf), "preset": cfg.preset or DEFAULT_PRESET[cfg.codec]}
     if cfg.codec == "hevc":
         opts["x265-params"] = "log-level=error"
+    elif cfg.codec == "av1":
+        opts["svtav1-params"] = "log-level=1"  # errors only (SVT-AV1 prints its config otherwise)
     cc.options = opts
 
 
@@ -384,32 +387,53 @@ def encode_chunk(p: Plan, chunk: Chunk, engine: Upscaler, dest: Path, *,
         dec, enc = _Stage(decode, "decode"), _Stage(encode, "encode")
         dec.start()
         enc.start()
-        prev_in = prev_out = None
+        prev = [None, None]  # last distinct input frame and its output
         duplicates = 0
-        try:
+
+        def next_item(block: bool):
             while True:
-                check_cancel(cancel)
                 try:
-                    item = q_in.get(timeout=0.1)
+                    return q_in.get(timeout=0.1) if block else q_in.get_nowait()
                 except queue.Empty:
+                    if not block:
+                        return False
                     if dec.error or enc.error:
                         raise dec.error or enc.error
                     if not dec.is_alive() and q_in.empty():
                         raise RuntimeError("the decoder stopped early")
+                    check_cancel(cancel)
+
+        try:
+            finished = False
+            while not finished:
+                check_cancel(cancel)
+                items = []
+                while len(items) < max(1, p.config.batch):  # what has been decoded, up to a batch
+                    item = next_item(block=not items)
+                    if item is False:
+                        break
+                    if item is None:
+                        finished = True
+                        break
+                    items.append(item)
+                if not items:
                     continue
-                if item is None:
-                    break
-                pts, rgb = item
-                if p.config.skip_duplicates and prev_in is not None and np.array_equal(rgb, prev_in):
-                    up = prev_out
-                    duplicates += 1
-                else:
-                    up = engine.upscale(rgb, width=p.out_width, height=p.out_height).pixels
-                    prev_in, prev_out = rgb, up
-                if enc.error or not _put(q_out, (pts, up), stop):
-                    raise enc.error or RuntimeError("the encoder stopped early")
-                if on_frame:
-                    on_frame()
+                # frames equal to the one before them reuse its output; the rest go in one call
+                fresh, last = [], prev[0]
+                for _, rgb in items:
+                    if not (p.config.skip_duplicates and last is not None and np.array_equal(rgb, last)):
+                        fresh.append(rgb)
+                    last = rgb
+                outs = iter(engine.upscale_batch(fresh, width=p.out_width, height=p.out_height))
+                for pts, rgb in items:
+                    if p.config.skip_duplicates and prev[0] is not None and np.array_equal(rgb, prev[0]):
+                        duplicates += 1
+                    else:
+                        prev = [rgb, next(outs)]
+                    if enc.error or not _put(q_out, (pts, prev[1]), stop):
+                        raise enc.error or RuntimeError("the encoder stopped early")
+                    if on_frame:
+                        on_frame()
             _put(q_out, None, stop)
             enc.join()
             if enc.error or dec.error:

@@ -172,6 +172,30 @@ def test_bad_inputs(tmp_path, bunny_small, cli):
     assert sorted(leftovers) == ["audio.m4a", "blocker", "text.mp4", "truncated.mp4"]
 
 
+def test_metadata_and_chapters_are_kept(tmp_path, engine):
+    from fractions import Fraction
+
+    src = _encode_clip(tmp_path / "plain.mkv", _moving_bars(10))
+    tagged = tmp_path / "tagged.mkv"
+    with av.open(str(src)) as inp, av.open(str(tagged), "w") as out:
+        v = out.add_stream_from_template(inp.streams.video[0])
+        out.metadata["title"] = "Archive reel 7"
+        out.set_chapters([
+            {"id": 1, "start": 0, "end": 200, "time_base": Fraction(1, 1000), "metadata": {"title": "Opening"}},
+            {"id": 2, "start": 200, "end": 400, "time_base": Fraction(1, 1000), "metadata": {"title": "Ending"}},
+        ])
+        for pkt in inp.demux(inp.streams.video[0]):
+            if pkt.size:
+                pkt.stream = v
+                out.mux(pkt)
+    remaster(tagged, tmp_path / "out.mkv", RemasterConfig(), engine=engine)
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert c.metadata.get("title") == "Archive reel 7"
+        chapters = c.chapters()
+        assert [ch["metadata"].get("title") for ch in chapters] == ["Opening", "Ending"]
+        assert float(chapters[1]["start"] * chapters[1]["time_base"]) == pytest.approx(0.2, abs=1e-3)
+
+
 def test_unsupported_codec(tmp_path, cli):
     """A real clip whose Matroska codec id is rewritten to one no decoder knows."""
     clip = _encode_clip(tmp_path / "k.mkv", _moving_bars(4))
