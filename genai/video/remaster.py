@@ -389,6 +389,7 @@ def encode_chunk(p: Plan, chunk: Chunk, engine: Upscaler, dest: Path, *,
         enc.start()
         prev = [None, None]  # last distinct input frame and its output
         duplicates = 0
+        count = 0
 
         def next_item(block: bool):
             while True:
@@ -432,8 +433,12 @@ def encode_chunk(p: Plan, chunk: Chunk, engine: Upscaler, dest: Path, *,
                         prev = [rgb, next(outs)]
                     if enc.error or not _put(q_out, (pts, prev[1]), stop):
                         raise enc.error or RuntimeError("the encoder stopped early")
+                    count += 1
                     if on_frame:
                         on_frame()
+            if count != chunk.frames:
+                log.warning("%s: chunk %d decoded to %d frames, %d were demuxed (corrupt data?)",
+                            p.info.path, chunk.index, count, chunk.frames)
             _put(q_out, None, stop)
             enc.join()
             if enc.error or dec.error:
