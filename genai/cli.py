@@ -62,6 +62,7 @@ def add_remaster_arguments(rem: argparse.ArgumentParser) -> None:
     rem.add_argument("--end", type=float, metavar="SECONDS")
     rem.add_argument("--preview", type=_positive_float, metavar="SECONDS", help="only this many seconds")
     rem.add_argument("--chunk-seconds", type=_positive_float, default=10.0, help="resume granularity")
+    rem.add_argument("--batch", type=_positive_int, help="frames per network call (default: 8 on CUDA, 1 on CPU)")
     rem.add_argument("--format", choices=["mp4", "mkv", "mov", "webm"], default=None,
                      help="container in folder mode (default: the input's, or mp4)")
     rem.add_argument("--overwrite", action="store_true")
@@ -307,7 +308,7 @@ def remaster_config(args: argparse.Namespace):
         model=args.model, scale=args.scale, width=args.width, height=args.height, codec=args.codec,
         crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, deinterlace=args.deinterlace,
         skip_duplicates=not args.keep_duplicates, start=args.start, end=args.end, preview=args.preview,
-        chunk_seconds=args.chunk_seconds, backend=args.backend, device=args.device,
+        chunk_seconds=args.chunk_seconds, batch=args.batch, backend=args.backend, device=args.device,
         precision=args.precision, threads=args.threads,
     )
 

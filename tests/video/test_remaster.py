@@ -313,3 +313,13 @@ def test_display_rotation_is_kept(tmp_path, engine):
     remaster(src, tmp_path / "out.mp4", RemasterConfig(), engine=engine)
     out = probe(tmp_path / "out.mp4")
     assert out.rotation == 90 and (out.width, out.height) == (256, 192)
+
+
+def test_batched_frames_give_the_same_video(bunny_small, engine, tmp_path):
+    one = remaster(bunny_small, tmp_path / "b1.mkv", RemasterConfig(preview=0.6, batch=1), engine=engine)
+    four = remaster(bunny_small, tmp_path / "b4.mkv", RemasterConfig(preview=0.6, batch=4), engine=engine)
+    assert one.frames == four.frames == 15
+    with av.open(str(tmp_path / "b1.mkv")) as a, av.open(str(tmp_path / "b4.mkv")) as b:
+        fa = [f.to_ndarray(format="rgb24").astype(int) for f in a.decode(video=0)]
+        fb = [f.to_ndarray(format="rgb24").astype(int) for f in b.decode(video=0)]
+    assert max(np.abs(x - y).mean() for x, y in zip(fa, fb)) < 0.5
