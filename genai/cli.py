@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- upscale
 
 
+def log_engine(engine) -> None:
+    """The first line of a run: what actually runs (model, backend, provider, device, precision)."""
+    provider = getattr(engine.backend, "provider", None)
+    log.info("model %s on %s (%s, %s)", engine.manifest.id,
+             f"{engine.backend.name} {provider}" if provider else engine.backend.name,
+             engine.backend.device, engine.backend.precision)
+
+
 @dataclass(frozen=True)
 class Job:
     src: Path
@@ -143,11 +151,16 @@ def _glob_base(pattern: str) -> Path:
     return Path(*base) if base else Path(".")
 
 
-def plan_jobs(inputs: list[str], output: str, fmt: str | None) -> tuple[list[Job], list[str]]:
-    """Map inputs to outputs. Returns the jobs and one error line per input that matched nothing."""
+def plan_jobs(inputs: list[str], output: str, fmt: str | None, *, readable: set[str] | None = None,
+              writable: set[str] | None = None, default: str = ".png", noun: str = "images"
+              ) -> tuple[list[Job], list[str]]:
+    """Map inputs (files, folders searched recursively, globs) to outputs: one output file for
+    one input file, else the same relative paths under the output folder. Returns the jobs and
+    one error line per input that matched nothing or whose output another input already takes."""
     from genai.images import READ_SUFFIXES, WRITE_FORMATS
 
-
+    readable = READ_SUFFIXES if readable is None else readable
+    writable = set(WRITE_FORMATS) if writable is None else writable
     found: list[tuple[Path, Path]] = []  # (file, base it is relative to)
     errors: list[str] = []
     out_dir = Path(output).resolve()
@@ -155,10 +168,10 @@ def plan_jobs(inputs: list[str], output: str, fmt: str | None) -> tuple[list[Job
         path = Path(item)
         if path.is_dir():
             # outputs written inside the input folder are not inputs of the next run
-            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in READ_SUFFIXES
-                           and not f.resolve().is_relative_to(out_dir))
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in readable
+                           and not f.name.startswith(".") and not f.resolve().is_relative_to(out_dir))
             if not files:
-                errors.append(f"{item}: no images in this folder")
+                errors.append(f"{item}: no {noun} in this folder")
             found += [(f, path) for f in files]
         elif path.is_file():
             found.append((path, path.parent))
@@ -177,7 +190,7 @@ def plan_jobs(inputs: list[str], output: str, fmt: str | None) -> tuple[list[Job
     jobs: list[Job] = []
     claimed: dict[Path, Path] = {}
     for f, base in found:
-        suffix = f".{fmt}" if fmt else (f.suffix.lower() if f.suffix.lower() in WRITE_FORMATS else ".png")
+        suffix = f".{fmt}" if fmt else (f.suffix.lower() if f.suffix.lower() in writable else default)
         dst = out / f.relative_to(base).with_suffix(suffix)
         if dst in claimed:
             errors.append(f"{f}: its output {dst} is already the output of {claimed[dst]}")
@@ -210,10 +223,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             model=args.model, backend=args.backend, device=args.device, precision=args.precision,
             tile=args.tile, memory_budget_mb=args.memory_budget, threads=args.threads,
         ))
-        provider = getattr(engine.backend, "provider", None)
-        log.info("model %s on %s (%s, %s)", engine.manifest.id,
-                 f"{engine.backend.name} {provider}" if provider else engine.backend.name,
-                 engine.backend.device, engine.backend.precision)
+        log_engine(engine)
         hide = True if args.quiet else None  # None: tqdm shows bars only on a terminal
         files_bar = tqdm(total=len(todo), unit="img", desc="upscale", disable=hide,
                          file=sys.stderr, dynamic_ncols=True)
@@ -272,33 +282,6 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi", ".ts", ".mts"
                   ".flv", ".wmv", ".3gp"}
 
 
-def plan_videos(inputs: list[str], output: str, fmt: str | None) -> tuple[list[Job], list[str]]:
-    from genai.video.remaster import CONTAINER_CODECS
-
-    out = Path(output)
-    found: list[tuple[Path, Path]] = []
-    errors = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES
-                           and not f.resolve().is_relative_to(out.resolve()) and not f.name.startswith("."))
-            if not files:
-                errors.append(f"{item}: no videos in this folder")
-            found += [(f, path) for f in files]
-        elif path.is_file():
-            found.append((path, path.parent))
-        else:
-            errors.append(f"{item}: no such file or directory")
-    if len(inputs) == 1 and len(found) == 1 and Path(inputs[0]).is_file() and out.suffix and not out.is_dir():
-        return [Job(found[0][0], out)], errors
-    jobs = []
-    for f, base in found:
-        suffix = f".{fmt}" if fmt else (f.suffix.lower() if f.suffix.lower() in CONTAINER_CODECS else ".mp4")
-        jobs.append(Job(f, out / f.relative_to(base).with_suffix(suffix)))
-    return jobs, errors
-
-
 def remaster_config(args: argparse.Namespace):
     from genai.engine import target_size
     from genai.video.remaster import RemasterConfig
@@ -319,10 +302,7 @@ def local_runner(config):
     from genai.video.remaster import remaster
 
     engine = Upscaler(config=config.engine_config())
-    provider = getattr(engine.backend, "provider", None)
-    log.info("model %s on %s (%s, %s)", engine.manifest.id,
-             f"{engine.backend.name} {provider}" if provider else engine.backend.name,
-             engine.backend.device, engine.backend.precision)
+    log_engine(engine)
 
     def run(src: Path, dst: Path, progress):
         return remaster(src, dst, config, engine=engine, progress=progress)
@@ -339,7 +319,10 @@ def cmd_remaster(args: argparse.Namespace, make_runner=local_runner) -> int:
     from genai.video.remaster import work_dir_for
 
     config = remaster_config(args)
-    jobs, errors = plan_videos(args.inputs, args.output, args.format)
+    from genai.video.remaster import CONTAINER_CODECS
+
+    jobs, errors = plan_jobs(args.inputs, args.output, args.format, readable=VIDEO_SUFFIXES,
+                             writable=set(CONTAINER_CODECS), default=".mp4", noun="videos")
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     todo = [j for j in jobs if args.overwrite or not j.dst.exists()]
@@ -378,6 +361,13 @@ def cmd_remaster(args: argparse.Namespace, make_runner=local_runner) -> int:
             failed += 1
             status[job.src] = "failed"
             tqdm.write(f"error: {job.dst}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - a bug on one video: report it, go on
+            if args.debug:
+                raise
+            failed += 1
+            status[job.src] = "failed"
+            tqdm.write(f"error: {job.src}: internal error: {type(exc).__name__}: {exc} "
+                       "(rerun with --debug for details)", file=sys.stderr)
         finally:
             bar.close()
     if not args.quiet:

@@ -65,36 +65,59 @@ def _connect(address: str | None) -> bool:
     return True
 
 
+class RayPool:
+    """A Ray connection and a pool of ChunkWorker actors, reused for every video of a batch.
+    Closing kills the actors, and stops Ray if this pool started it."""
+
+    def __init__(self, config: RemasterConfig, *, address: str | None = None, workers: int | None = None) -> None:
+        self.started = _connect(address)
+        n = max(1, workers or int(ray.available_resources().get("CPU", 1)))
+        env = {"env_vars": {k: os.environ[k] for k in ("GENAI_HOME", "GENAI_MODELS_DIR") if k in os.environ}}
+        self.actors = [ChunkWorker.options(num_cpus=1, runtime_env=env).remote(config) for _ in range(n)]
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.started:
+            ray.shutdown()
+            self.started = False
+
+
 def remaster_on_ray(input_path: str | Path, output: str | Path, config: RemasterConfig, *,
-                    address: str | None = None, workers: int | None = None,
+                    address: str | None = None, workers: int | None = None, pool: RayPool | None = None,
                     progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> RemasterResult:
+    """Like ``genai.video.remaster``, with the chunks on Ray actors; resumable the same way."""
     t0 = time.perf_counter()
     input_path, output = Path(input_path), Path(output)
     manifest = Registry().get(config.model)  # the driver needs the scale only, not the weights
     p, work, resumed = prepare(input_path, output, config, manifest.scale)
-    started = _connect(address)
+    todo = [c for c in p.chunks if not c.done]
+    done_frames = sum(c.frames for c in p.chunks if c.done)
+    if progress:
+        progress(Progress(done_frames, p.frames, "frames"))
+    own = pool is None and bool(todo)
+    if own:
+        pool = RayPool(config, address=address, workers=workers)
+    in_flight: dict = {}
     try:
-        todo = [c for c in p.chunks if not c.done]
-        done_frames = sum(c.frames for c in p.chunks if c.done)
-        if progress:
-            progress(Progress(done_frames, p.frames, "frames"))
-        n = max(1, min(len(todo), workers or int(ray.available_resources().get("CPU", 1))))
-        env = {"env_vars": {k: os.environ[k] for k in ("GENAI_HOME", "GENAI_MODELS_DIR") if k in os.environ}}
-        pool = [ChunkWorker.options(num_cpus=1, runtime_env=env).remote(config) for _ in range(n)] if todo else []
-        by_ref, queue_ = {}, list(todo)
-        for w in pool:
-            if queue_:
-                c = queue_.pop(0)
-                by_ref[w.encode.remote(p, c)] = (w, c)
+        pending = list(todo)
+        for actor in (pool.actors if todo else []):
+            if pending:
+                c = pending.pop(0)
+                in_flight[actor.encode.remote(p, c)] = (actor, c)
         duplicates, nodes = 0, set()
-        while by_ref:
-            ready, _ = ray.wait(list(by_ref), num_returns=1, timeout=0.5)
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            check_cancel(cancel)
             if not ready:
-                check_cancel(cancel)
                 continue
-            ref = ready[0]
-            worker, chunk = by_ref.pop(ref)
-            data, dups, node = ray.get(ref)
+            actor, chunk = in_flight.pop(ready[0])
+            try:
+                data, dups, node = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                raise (cause if isinstance(cause, GenaiError) else exc) from None
             nodes.add(node)
             with atomic_path(work / chunk.name) as tmp:
                 tmp.write_bytes(data)
@@ -103,25 +126,19 @@ def remaster_on_ray(input_path: str | Path, output: str | Path, config: Remaster
             done_frames += chunk.frames
             if progress:
                 progress(Progress(done_frames, p.frames, "frames"))
-            check_cancel(cancel)
-            if queue_:
-                c = queue_.pop(0)
-                by_ref[worker.encode.remote(p, c)] = (worker, c)
-        for w in pool:
-            ray.kill(w)
-        finish(p, work, output)
+            if pending:
+                c = pending.pop(0)
+                in_flight[actor.encode.remote(p, c)] = (actor, c)
         if nodes:
             log.info("%s: %d chunks ran on %d node(s)", output, len(todo), len(nodes))
+        finish(p, work, output)
         return RemasterResult(output, p.frames, len(p.chunks), resumed, duplicates, time.perf_counter() - t0,
                               nodes=len(nodes) or 1)
-    except ray.exceptions.RayTaskError as exc:
-        cause = exc.cause if isinstance(getattr(exc, "cause", None), GenaiError) else None
-        if cause is not None:
-            raise cause from None
-        raise
     finally:
-        if started:
-            ray.shutdown()
+        for ref in in_flight:  # an error or Ctrl-C: stop what is still running
+            ray.cancel(ref, force=True)
+        if own:
+            pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,10 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="genai: %(message)s")
 
+    pools: list[RayPool] = []
+
     def ray_runner(config):
         def run(src, dst, progress):
-            return remaster_on_ray(src, dst, config, address=args.ray_address, workers=args.workers,
-                                   progress=progress)
+            if not pools:  # connect and load the model on the workers once for the whole batch
+                pools.append(RayPool(config, address=args.ray_address, workers=args.workers))
+            return remaster_on_ray(src, dst, config, pool=pools[0], progress=progress)
         return run
 
     try:
@@ -146,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     except GenaiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for pool in pools:
+            pool.close()
 
 
 if __name__ == "__main__":

@@ -55,3 +55,8 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def no_traceback(proc: subprocess.CompletedProcess) -> None:
+    """Bad input must be reported in a line, never as a Python traceback."""
+    assert "Traceback" not in proc.stderr, proc.stderr

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from tests.conftest import no_traceback
+
 MODEL = "realesr-animevideov3"
 
 
@@ -21,10 +23,6 @@ def _save(path, arr, **kw):
     path.parent.mkdir(parents=True, exist_ok=True)
     PILImage.fromarray(arr).save(path, **kw)
     return path
-
-
-def _no_traceback(proc):
-    assert "Traceback" not in proc.stderr, proc.stderr
 
 
 def _files(folder):
@@ -95,7 +93,7 @@ def test_bad_inputs_are_reported_per_file_and_the_batch_continues(tmp_path, astr
     _bomb_png(src / "bomb.png")
     out = tmp_path / "out"
     proc = cli("upscale", str(src), str(tmp_path / "missing.png"), "-o", str(out), "-m", MODEL)
-    _no_traceback(proc)
+    no_traceback(proc)
     assert proc.returncode == 1
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 4, proc.stderr
@@ -112,7 +110,7 @@ def test_bad_inputs_are_reported_per_file_and_the_batch_continues(tmp_path, astr
 def test_pixel_limit_is_settable(tmp_path, astronaut, cli):
     src = _save(tmp_path / "in.png", astronaut[:50, :50])
     proc = cli("upscale", str(src), "-o", str(tmp_path / "o.png"), "-m", MODEL, "--max-pixels", "1000")
-    _no_traceback(proc)
+    no_traceback(proc)
     assert proc.returncode == 1 and "2,500 pixels is over the limit of 1,000" in proc.stderr
     assert not (tmp_path / "o.png").exists()
 
@@ -120,13 +118,13 @@ def test_pixel_limit_is_settable(tmp_path, astronaut, cli):
 def test_unknown_model_and_missing_weights(tmp_path, astronaut, cli):
     src = _save(tmp_path / "in.png", astronaut[:16, :16])
     proc = cli("upscale", str(src), "-o", str(tmp_path / "o.png"), "-m", "no-such-model")
-    _no_traceback(proc)
+    no_traceback(proc)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model 'no-such-model'; known models:")
 
     proc = cli("upscale", str(src), "-o", str(tmp_path / "o.png"), "-m", MODEL,
                env={"GENAI_HOME": str(tmp_path / "empty-home")})
-    _no_traceback(proc)
+    no_traceback(proc)
     assert proc.returncode == 2
     assert f"the weights of {MODEL} are not present" in proc.stderr
     assert f"genai models pull {MODEL}" in proc.stderr
@@ -138,18 +136,18 @@ def test_unwritable_output_and_bad_arguments(tmp_path, astronaut, cli):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder is needed")
     proc = cli("upscale", str(src), "-o", str(blocker / "o.png"), "-m", MODEL)
-    _no_traceback(proc)
+    no_traceback(proc)
     assert proc.returncode == 1 and "o.png: cannot write" in proc.stderr
 
     proc = cli("upscale", str(src), "-o", str(tmp_path / "o.bmpx"), "-m", MODEL)
-    _no_traceback(proc)
+    no_traceback(proc)
     assert proc.returncode == 2 and "unsupported output format" in proc.stderr
     for flag, value, message in [("--scale", "-2", "must be a positive number"),
                                  ("--scale", "inf", "must be a positive number"),
                                  ("--tile", "-1", "must be 0 or a positive integer"),
                                  ("--device", "gpu0", "not a device name")]:
         proc = cli("upscale", str(src), "-o", str(tmp_path / "o.png"), "-m", MODEL, flag, value)
-        _no_traceback(proc)
+        no_traceback(proc)
         assert proc.returncode == 2 and message in proc.stderr, (flag, value, proc.stderr)
     assert _files(tmp_path) == ["file", "in.png"]
 

@@ -55,6 +55,7 @@ class VideoInfo:
     colour: Colour
     rotation: int
     codec: str
+    sample_aspect_ratio: Fraction | None
     others: list[StreamInfo] = field(default_factory=list)  # audio, subtitle, data streams
 
     @property
@@ -101,20 +102,26 @@ def probe(path: str | Path) -> VideoInfo:
         colour = colour_of(stream, first, stream.codec_context.height)
         rotation = int(getattr(first, "rotation", 0) or 0)
         container.seek(0)
-        keyframes, all_pts, last_dur = [], [], 0
+        keyframes, all_pts, last_dur, top, packets = [], [], 0, None, 0
         try:
             for packet in container.demux(stream):
-                if packet.size == 0 or packet.pts is None:
+                if packet.size == 0:
+                    continue
+                packets += 1
+                if packet.pts is None or packet.is_discard:  # (discard: cut by an MP4 edit list)
                     continue
                 all_pts.append(packet.pts)
                 if packet.is_keyframe:
                     keyframes.append(packet.pts)
-                if packet.pts >= max(all_pts):
-                    last_dur = packet.duration or 0
+                if top is None or packet.pts >= top:
+                    top, last_dur = packet.pts, packet.duration or 0
         except av.error.FFmpegError as exc:
             raise InputError(f"{path}: truncated or corrupt video ({exc})") from None
         if not all_pts:
             raise InputError(f"{path}: the video stream has no frames")
+        declared = stream.frames  # from the container's index (e.g. MP4), 0 when unknown
+        if declared and packets < declared:
+            raise InputError(f"{path}: truncated: {packets} of the {declared} frames its index lists are present")
         all_pts.sort()
         fmt = first.format
         depth = max(c.bits for c in fmt.components) if fmt.components else 8
@@ -126,4 +133,5 @@ def probe(path: str | Path) -> VideoInfo:
             frames=len(all_pts), keyframes=sorted(set(keyframes)) or [all_pts[0]], frame_pts=all_pts,
             start_pts=all_pts[0], end_pts=all_pts[-1] + max(last_dur, 1), rate=stream.average_rate, colour=colour,
             rotation=rotation, codec=stream.codec_context.name, others=others,
+            sample_aspect_ratio=stream.sample_aspect_ratio,
         )

@@ -15,6 +15,7 @@ tagged with matrix/primaries/transfer/range; 10-bit in can give 10-bit out.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ DEFAULT_CRF = {"h264": 18, "hevc": 20, "av1": 30}
 DEFAULT_PRESET = {"h264": "medium", "hevc": "medium", "av1": "8"}
 # what an output container carries without re-encoding (others are re-encoded or dropped)
 _MP4_OK = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "mov_text"}
+_MKV_NO = {"mov_text"}  # Matroska carries any codec but MP4's timed text
 CONTAINER_CODECS = {".mp4": _MP4_OK, ".m4v": _MP4_OK, ".mov": _MP4_OK | {"pcm_s16le", "pcm_s24le"},
                     ".mkv": None, ".webm": {"opus", "vorbis", "webvtt"}}
 AUDIO_FALLBACK = {".webm": "libopus"}  # everything else: aac
@@ -108,6 +110,7 @@ class Plan:
     out_height: int
     pix_fmt: str
     chunks: list[Chunk] = field(default_factory=list)
+    window: tuple[float, float] | None = None  # seconds of the source kept (None: all of it)
 
     @property
     def frames(self) -> int:
@@ -148,7 +151,7 @@ def plan(input_path: Path, config: RemasterConfig, native_scale: int) -> Plan:
         hi = min(hi, info.start_pts + int(Fraction(config.end) / tb))
     if config.preview is not None:
         hi = min(hi, lo + int(Fraction(config.preview) / tb))
-    frame_pts = [p for p in info.frame_pts if lo <= p < hi]
+    frame_pts = info.frame_pts[bisect.bisect_left(info.frame_pts, lo):bisect.bisect_left(info.frame_pts, hi)]
     if not frame_pts:
         raise InputError(f"{input_path}: no frames between {config.start or 0}s and the end of the range")
     oh, ow = target_size(info.height, info.width, native=native_scale, scale=config.scale,
@@ -162,10 +165,12 @@ def plan(input_path: Path, config: RemasterConfig, native_scale: int) -> Plan:
     bounds.append(frame_pts[-1] + 1)
     chunks = []
     for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
-        seek = max((k for k in info.keyframes if k <= a), default=info.keyframes[0])
-        n = sum(1 for p in frame_pts if a <= p < b)
+        seek = info.keyframes[max(0, bisect.bisect_right(info.keyframes, a) - 1)]
+        n = bisect.bisect_left(frame_pts, b) - bisect.bisect_left(frame_pts, a)
         chunks.append(Chunk(i, a, b, seek, n))
-    return Plan(info, config, _even(ow), _even(oh), pix_fmt, chunks)
+    trimmed = config.start is not None or config.end is not None or config.preview is not None
+    window = (float(lo * tb), float(hi * tb)) if trimmed else None
+    return Plan(info, config, _even(ow), _even(oh), pix_fmt, chunks, window)
 
 
 # ------------------------------------------------------------------------- work folder
@@ -261,6 +266,8 @@ def configure_encoder(cc: av.CodecContext, p: Plan) -> None:
         cc.framerate = p.info.rate
     cc.colorspace, cc.color_primaries, cc.color_trc = colour.colorspace, colour.primaries, colour.transfer
     cc.color_range = 2 if colour.full_range else 1
+    if p.info.sample_aspect_ratio:
+        cc.sample_aspect_ratio = p.info.sample_aspect_ratio  # anamorphic sources keep their shape
     cc.flags |= av.codec.context.Flags.global_header
     crf = cfg.crf if cfg.crf is not None else DEFAULT_CRF[cfg.codec]
     opts = {"crf": str(crf), "preset": cfg.preset or DEFAULT_PRESET[cfg.codec]}
@@ -289,8 +296,9 @@ class _Stage(threading.Thread):
             self.error = exc
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    while not stop.is_set():
+def _put(q: queue.Queue, item, stop: threading.Event, consumer: threading.Thread | None = None) -> bool:
+    """Put, waiting while the queue is full; gives up (False) on stop or when the consumer died."""
+    while not stop.is_set() and (consumer is None or consumer.is_alive()):
         try:
             q.put(item, timeout=0.1)
             return True
@@ -315,7 +323,8 @@ def _decoded_frames(p: Plan, chunk: Chunk) -> Iterator[av.VideoFrame]:
                                   (p.config.deinterlace == "auto" and frame.interlaced_frame)):
                 graph = av.filter.Graph()
                 src = graph.add_buffer(template=vs)
-                bw = graph.add("bwdif", "mode=send_frame:parity=auto:deint=all")
+                deint = "all" if p.config.deinterlace == "on" else "interlaced"
+                bw = graph.add("bwdif", f"mode=send_frame:parity=auto:deint={deint}")
                 sink = graph.add("buffersink")
                 src.link_to(bw)
                 bw.link_to(sink)
@@ -375,7 +384,7 @@ def encode_chunk(p: Plan, chunk: Chunk, engine: Upscaler, dest: Path, *,
                     if stop.is_set():
                         return
                     continue
-                if item is None:
+                if item is None or stop.is_set():
                     break
                 pts, arr = item
                 vf = av.VideoFrame.from_ndarray(arr, format=rgb_fmt).reformat(
@@ -393,13 +402,11 @@ def encode_chunk(p: Plan, chunk: Chunk, engine: Upscaler, dest: Path, *,
         duplicates = 0
         count = 0
 
-        def next_item(block: bool):
+        def next_item(block: bool = True):
             while True:
                 try:
-                    return q_in.get(timeout=0.1) if block else q_in.get_nowait()
+                    return q_in.get(timeout=0.1)
                 except queue.Empty:
-                    if not block:
-                        return False
                     if dec.error or enc.error:
                         raise dec.error or enc.error
                     if not dec.is_alive() and q_in.empty():
@@ -412,37 +419,36 @@ def encode_chunk(p: Plan, chunk: Chunk, engine: Upscaler, dest: Path, *,
             while not finished:
                 check_cancel(cancel)
                 items = []
-                while len(items) < max(1, batch):  # what has been decoded, up to a batch
-                    item = next_item(block=not items)
-                    if item is False:
-                        break
+                while len(items) < max(1, batch):  # a full batch (or the rest): same on every run
+                    item = next_item(block=True)
                     if item is None:
                         finished = True
                         break
                     items.append(item)
                 if not items:
                     continue
-                # frames equal to the one before them reuse its output; the rest go in one call
-                fresh, last = [], prev[0]
+                # a frame equal to the one before it reuses its output; the rest go in one call
+                repeat, last = [], prev[0]
                 for _, rgb in items:
-                    if not (p.config.skip_duplicates and last is not None and np.array_equal(rgb, last)):
-                        fresh.append(rgb)
+                    repeat.append(p.config.skip_duplicates and last is not None and np.array_equal(rgb, last))
                     last = rgb
+                fresh = [rgb for (_, rgb), r in zip(items, repeat) if not r]
                 outs = iter(engine.upscale_batch(fresh, width=p.out_width, height=p.out_height))
-                for pts, rgb in items:
-                    if p.config.skip_duplicates and prev[0] is not None and np.array_equal(rgb, prev[0]):
+                for (pts, rgb), r in zip(items, repeat):
+                    if r:
                         duplicates += 1
                     else:
                         prev = [rgb, next(outs)]
-                    if enc.error or not _put(q_out, (pts, prev[1]), stop):
+                    if enc.error or not _put(q_out, (pts, prev[1]), stop, enc):
                         raise enc.error or RuntimeError("the encoder stopped early")
                     count += 1
                     if on_frame:
                         on_frame()
             if count != chunk.frames:
-                log.warning("%s: chunk %d decoded to %d frames, %d were demuxed (corrupt data?)",
-                            p.info.path, chunk.index, count, chunk.frames)
-            _put(q_out, None, stop)
+                t = float(chunk.start * p.info.time_base)
+                raise InputError(f"{p.info.path}: corrupt video near {t:.2f}s: {count} of {chunk.frames} "
+                                 "frames could be decoded")
+            _put(q_out, None, stop, enc)
             enc.join()
             if enc.error or dec.error:
                 raise enc.error or dec.error
@@ -487,20 +493,27 @@ def assemble(p: Plan, work: Path, output: Path) -> None:
             out.metadata.update(inp.metadata)
             copies, reencodes = {}, {}
             for s in inp.streams:
-                if s.type not in ("audio", "subtitle"):
+                if s.type not in ("audio", "subtitle") or s.codec_context is None:
                     continue
                 name = s.codec_context.name
-                if allowed is None or name in allowed:
-                    copies[s.index] = out.add_stream_from_template(s)
-                elif s.type == "audio":
+                o = None
+                if (allowed is None and name not in _MKV_NO) or (allowed is not None and name in allowed):
+                    try:
+                        o = copies[s.index] = out.add_stream_from_template(s)
+                    except (ValueError, av.error.FFmpegError):
+                        o = None
+                if o is None and s.type == "audio":
                     enc_name = AUDIO_FALLBACK.get(suffix, "aac")
-                    reencodes[s.index] = out.add_stream(enc_name, rate=s.codec_context.sample_rate,
-                                                        layout=s.codec_context.layout)
+                    o = reencodes[s.index] = out.add_stream(enc_name, rate=s.codec_context.sample_rate,
+                                                            layout=s.codec_context.layout)
                     log.info("audio stream %d (%s) cannot be copied into %s: re-encoding to %s",
                              s.index, name, suffix, enc_name)
-                else:
-                    log.warning("subtitle stream %d (%s) cannot be carried in %s: dropped (use .mkv)",
-                                s.index, name, suffix)
+                elif o is None:
+                    log.warning("subtitle stream %d (%s) cannot be carried in %s: dropped (use .mkv for "
+                                "SubRip/ASS, .mp4 for mov_text)", s.index, name, suffix)
+                    continue
+                o.metadata.update(s.metadata)  # language, title
+                o.disposition = s.disposition
             _copy_chapters(inp, out, lo, hi, tb, shift_s)
             out.start_encoding()  # opens the video stream's encoder: its header must be the chunks'
 
@@ -527,13 +540,13 @@ def assemble(p: Plan, work: Path, output: Path) -> None:
                 wanted = [inp.streams[i] for i in (*copies, *reencodes)]
                 if not wanted:
                     return
-                start_s, end_s = float(lo * tb), float(hi * tb)
                 for pkt in inp.demux(wanted):
                     if pkt.size == 0 or pkt.pts is None:
                         continue
-                    t = float(pkt.pts * pkt.time_base)
-                    if t < start_s - 1e-6 or t >= end_s - 1e-6:
-                        continue
+                    if p.window is not None:  # trimmed: only what falls in the kept range
+                        t = float(pkt.pts * pkt.time_base)
+                        if t < p.window[0] - 1e-6 or t >= p.window[1] - 1e-6:
+                            continue
                     if pkt.stream.index in copies:
                         _shift(pkt, shift_s)
                         pkt.stream = copies[pkt.stream.index]
@@ -541,7 +554,8 @@ def assemble(p: Plan, work: Path, output: Path) -> None:
                     else:
                         o = reencodes[pkt.stream.index]
                         for fr in pkt.decode():
-                            fr.pts = None
+                            if fr.pts is not None:  # keep its place in time (gaps, start offset)
+                                fr.pts -= int(round(shift_s / fr.time_base))
                             yield from o.encode(fr)
                 for o in reencodes.values():
                     yield from o.encode(None)
@@ -586,6 +600,8 @@ def prepare(input_path: Path, output: Path, config: RemasterConfig, native_scale
     if output.suffix.lower() not in CONTAINER_CODECS:
         raise InputError(f"{output}: unsupported output container {output.suffix or '(none)'!r} "
                          f"(use {', '.join(CONTAINER_CODECS)})")
+    if output.suffix.lower() == ".webm" and config.codec != "av1":
+        raise InputError(f"{output}: WebM holds AV1 video, not {config.codec}; use --codec av1 or .mp4/.mkv")
     p = plan(input_path, config, native_scale)
     work = work_dir_for(output)
     try:
