@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import sys
+from importlib.metadata import entry_points
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name")
     add.add_argument("--license", default="unknown")
     add.add_argument("--content", choices=["photo", "anime", "video", "general"], default="general")
+    for ep in entry_points(group="genai.commands"):  # e.g. serve and keys, from the serving package
+        ep.load()(sub)
     return p
 
 
@@ -445,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("torch", "onnxscript", "onnx_ir", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
+        if getattr(args, "handler", None):
+            return args.handler(args)
         if args.command == "upscale":
             return cmd_upscale(args)
         if args.command == "remaster":

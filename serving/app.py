@@ -1,0 +1,71 @@
+"""The Serve application: ``build_app(args)`` for ``serve run``/``serve build`` and the config
+YAML (``import_path: serving.app:build_app``), and ``start_local`` for ``genai serve``.
+
+    serve run serving.app:build_app settings='{"auth": "keys"}'
+    serve deploy serving/deploy/serve_config.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from serving.settings import Settings
+
+APP_NAME = "genai"
+
+
+def build_app(args: dict | None = None):
+    """The application: Gateway (ingress) -> Upscaler. ``args``: ``settings`` (Settings fields;
+    jobs run on Ray by default) and ``engine_options`` (EngineConfig fields, e.g. device,
+    precision, backend)."""
+    from serving.deployments import Gateway, Upscaler
+
+    args = dict(args or {})
+    settings = {"job_executor": "ray", **(args.get("settings") or {})}
+    Settings(**settings)  # a bad setting fails here, with the field named, not in a replica
+    return Gateway.bind(Upscaler.bind(args.get("engine_options")), settings)
+
+
+def port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def start_local(settings: Settings, *, address: str | None = None, ray_temp_dir: str | None = None,
+                engine_options: dict | None = None) -> str:
+    """Start (or join) Ray, start Serve's HTTP proxy on ``settings.host:port`` and run the app.
+    Returns the URL of the page. ``stop_local`` undoes it."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        if address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, _temp_dir=ray_temp_dir,
+                     configure_logging=True)
+    serve.start(http_options={"host": settings.host, "port": settings.port,
+                              "request_timeout_s": settings.request_timeout_s})
+    fields = settings.model_dump(mode="json", exclude_unset=True)
+    serve.run(build_app({"settings": {"job_executor": "ray", **fields}, "engine_options": engine_options}),
+              name=APP_NAME, route_prefix="/")
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}/"
+
+
+def stop_local() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()

@@ -1,0 +1,113 @@
+"""Ray Serve deployments: the ``Upscaler`` (many SR models per replica, small images batched)
+and the ``Gateway`` (the FastAPI app of ``serving.gateway`` as the HTTP ingress).
+
+Resources, autoscaling and batching are set here as defaults and overridden per cluster in
+the Serve config (``serving/deploy/serve_config.yaml``); batching is tuned live through
+``user_config`` (``reconfigure``) without restarting replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+log = logging.getLogger("ray.serve")
+
+DEFAULT_BATCHING = {"batching": True, "max_batch_size": 8, "batch_wait_timeout_s": 0.01,
+                    "batch_max_pixels": 256 * 256}
+
+
+@serve.deployment(
+    name="Upscaler",
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    max_ongoing_requests=64,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 16},
+    user_config=DEFAULT_BATCHING,
+    health_check_period_s=10,
+)
+class Upscaler:
+    """Hosts up to three SR models per replica (least recently used unloaded first); requests
+    name theirs with ``handle.options(multiplexed_model_id=...)``. Small RGB images (at most
+    ``batch_max_pixels``) wait up to ``batch_wait_timeout_s`` to share one network call."""
+
+    def __init__(self, engine_options: dict | None = None) -> None:
+        import genai.engine  # heavy imports (torch, spandrel, onnxruntime) happen in the replica
+
+        self._engine_module = genai.engine
+        self.engine_options = engine_options or {}
+        self.batching = DEFAULT_BATCHING["batching"]
+        self.batch_max_pixels = DEFAULT_BATCHING["batch_max_pixels"]
+
+    def reconfigure(self, config: dict) -> None:
+        config = {**DEFAULT_BATCHING, **(config or {})}
+        self.batching = bool(config["batching"])
+        self.batch_max_pixels = int(config["batch_max_pixels"])
+        self._batched.set_max_batch_size(int(config["max_batch_size"]))
+        self._batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+
+    @serve.multiplexed(max_num_models_per_replica=3)
+    async def get_model(self, model_id: str):
+        m = self._engine_module
+        config = m.EngineConfig(model=model_id, **self.engine_options)
+        engine = await asyncio.to_thread(lambda: m.Upscaler(config=config))
+        log.info("loaded %s (%s on %s, %s)", model_id, engine.backend.name, engine.backend.device,
+                 engine.backend.precision)
+        return engine
+
+    async def ready(self) -> bool:
+        return True
+
+    async def upscale(self, pixels, scale=None, width=None, height=None):
+        engine = await self.get_model(serve.get_multiplexed_model_id())
+        h, w = pixels.shape[:2]
+        if self.batching and pixels.ndim == 3 and pixels.shape[2] == 3 and h * w <= self.batch_max_pixels:
+            return await self._batched((pixels, scale, width, height))
+        return await asyncio.to_thread(lambda: engine.upscale(pixels, scale=scale, width=width, height=height).pixels)
+
+    @serve.batch(max_batch_size=DEFAULT_BATCHING["max_batch_size"],
+                 batch_wait_timeout_s=DEFAULT_BATCHING["batch_wait_timeout_s"])
+    async def _batched(self, items: list[tuple]) -> list:
+        """One call of the network per group of same-shape, same-target images (a batch holds
+        one model: Serve splits batches by multiplexed model id)."""
+        engine = await self.get_model(serve.get_multiplexed_model_id())
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, (pixels, scale, width, height) in enumerate(items):
+            groups[(pixels.shape, pixels.dtype.str, scale, width, height)].append(i)
+        results: list = [None] * len(items)
+
+        def run() -> None:
+            for (_, _, scale, width, height), idx in groups.items():
+                outs = engine.upscale_batch([items[i][0] for i in idx], scale=scale, width=width, height=height)
+                for i, out in zip(idx, outs):
+                    results[i] = out
+
+        await asyncio.to_thread(run)
+        return results
+
+
+@serve.deployment(
+    name="Gateway",
+    ray_actor_options={"num_cpus": 0},
+    max_ongoing_requests=256,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 64},
+    graceful_shutdown_timeout_s=30,
+)
+@serve.ingress()
+class Gateway:
+    """The HTTP ingress: ``create_app(settings)`` with inference on the Upscaler handle and
+    jobs run with their chunks on Ray."""
+
+    def __init__(self, upscaler: DeploymentHandle, settings: dict) -> None:
+        self.upscaler = upscaler
+        self.settings = settings
+
+    def __serve_build_asgi_app__(self):
+        from serving.gateway import create_app
+        from serving.inference import ServeInference
+        from serving.settings import Settings
+
+        return create_app(Settings(**self.settings), inference=ServeInference(self.upscaler))

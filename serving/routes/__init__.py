@@ -1,0 +1,1 @@
+"""One router per feature: images (synchronous upscale), jobs, models, health, web page."""
