@@ -169,7 +169,10 @@ function showJob(job) {
   const done = ["succeeded", "failed", "cancelled"].includes(job.state);
   $("cancel").disabled = done;
   if (!done) setStatus(`Job ${job.id}: ${job.state}.`);
-  else if (job.state === "failed") { setStatus(`Job ${job.id} failed.`); showError(new Error(job.error || "the job failed")); }
+  else if (job.state === "failed") {
+    setStatus(`Job ${job.id} failed.`);
+    showError(new Error(job.error || "the job failed"));
+  }
   else if (job.state === "cancelled") setStatus(`Job ${job.id} was cancelled.`);
 }
 
@@ -238,7 +241,9 @@ async function cancelJob() {
 // the two videos move together, so one frame can be compared
 function syncVideos() {
   const [a, b] = [$("result-video"), $("original-video")];
-  a.addEventListener("seeked", () => { if (Math.abs(b.currentTime - a.currentTime) > 0.05) b.currentTime = a.currentTime; });
+  a.addEventListener("seeked", () => {
+    if (Math.abs(b.currentTime - a.currentTime) > 0.05) b.currentTime = a.currentTime;
+  });
   a.addEventListener("play", () => { b.currentTime = a.currentTime; b.play().catch(() => {}); });
   a.addEventListener("pause", () => { b.pause(); b.currentTime = a.currentTime; });
 }
