@@ -135,8 +135,8 @@ def remaster_on_ray(input_path: str | Path, output: str | Path, config: Remaster
         return RemasterResult(output, p.frames, len(p.chunks), resumed, duplicates, time.perf_counter() - t0,
                               nodes=len(nodes) or 1)
     finally:
-        for ref in in_flight:  # an error or Ctrl-C: stop what is still running
-            ray.cancel(ref, force=True)
+        for ref in in_flight:  # an error or Ctrl-C: stop what is still running (an actor task
+            ray.cancel(ref)  # cannot be force-cancelled; closing our own pool kills its actors)
         if own:
             pool.close()
 

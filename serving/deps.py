@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from pydantic import BaseModel
 
 OPEN_OWNER = "local"
 
@@ -34,3 +35,26 @@ def caller(request: Request, service=Depends(get_service)) -> str:
 
 Caller = Annotated[str, Depends(caller)]
 ServiceDep = Annotated[object, Depends(get_service)]
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: one message naming the input and the reason."""
+
+    error: ErrorDetail
+
+
+_REASONS = {400: "bad input (a corrupt or unreadable file)", 401: "missing, invalid or revoked API key",
+            404: "no such job for this key", 409: "the job is not in a state that allows this",
+            413: "upload, pixels or output over a limit", 415: "the upload is not a supported type",
+            422: "invalid parameters", 429: "rate limit or job quota reached", 503: "model not prepared",
+            504: "took longer than the request timeout"}
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI ``responses`` for these error codes (401, 422 and 429 on every /v1 route)."""
+    return {c: {"model": ErrorBody, "description": _REASONS[c]} for c in sorted({401, 422, 429, *codes})}

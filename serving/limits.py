@@ -8,10 +8,6 @@ import threading
 import time
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def error_body(status: int, message: str) -> bytes:
     return json.dumps({"error": {"status": status, "message": message}}).encode()
 
@@ -30,28 +26,37 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._refuse(send)
         seen = 0
-        started = False
+        over = False
+        refused = started = False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge()
+                    over = True  # the app sees a disconnect; whatever it answers becomes a 413
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def guarded_send(message):
+            nonlocal refused, started
+            if not over or started:
+                started = started or message["type"] == "http.response.start"
+                return await send(message)
+            if not refused and message["type"] == "http.response.start":
+                refused = True
+                await self._refuse(send)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(send)
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not refused and not started:
+            await self._refuse(send)
 
     async def _refuse(self, send) -> None:
         body = error_body(413, f"request body over the limit of {self.max_bytes:,} bytes")

@@ -19,7 +19,7 @@ from genai.engine import target_size
 from genai.errors import InputError, UnknownModelError
 from genai.images import Image, read_image, write_image
 
-from serving.deps import Caller, ServiceDep
+from serving.deps import Caller, ServiceDep, errors
 from serving.sniff import image_type
 
 router = APIRouter(tags=["images"])
@@ -85,7 +85,8 @@ def _encode(img: Image, ext: str, quality: int) -> bytes:
 
 
 @router.post("/v1/images:upscale", response_class=Response,
-             responses={200: {"content": {m: {} for _, m in FORMATS.values()}, "description": "the upscaled image"}})
+             responses={200: {"content": {m: {} for _, m in FORMATS.values()}, "description": "the upscaled image"},
+                        **errors(400, 413, 415, 503, 504)})
 async def upscale_image(
     owner: Caller,
     service: ServiceDep,
@@ -136,7 +137,7 @@ async def upscale_image(
     ext, media = FORMATS[fmt]
     body = await run_in_threadpool(_encode, img.with_pixels(pixels), ext, quality)
     return Response(body, media_type=media, headers={
-        "Content-Disposition": f'inline; filename="{name}_x.{ext}"',
+        "Content-Disposition": f'inline; filename="{name}_{pixels.shape[1]}x{pixels.shape[0]}.{ext}"',
         "X-Genai-Model": model, "X-Genai-Size": f"{pixels.shape[1]}x{pixels.shape[0]}",
         "X-Genai-Inference-Seconds": f"{seconds:.4f}",
     })

@@ -21,7 +21,7 @@ from genai.errors import InputError
 from genai.video.probe import probe
 from genai.video.remaster import RemasterConfig, plan
 
-from serving.deps import Caller, ServiceDep
+from serving.deps import Caller, ServiceDep, errors
 from serving.routes.images import check_model, read_upload_head, safe_stem
 from serving.sniff import VIDEO_SUFFIX, video_type
 from serving.store import TERMINAL, Job, job_json
@@ -115,7 +115,8 @@ def _config_options(form: RemasterForm) -> dict:
 
 
 @router.post("/v1/jobs", status_code=202, response_model=JobOut,
-             responses={200: {"model": JobOut, "description": "an earlier job with the same Idempotency-Key"}})
+             responses={200: {"model": JobOut, "description": "an earlier job with the same Idempotency-Key"},
+                        **errors(400, 413, 415, 503)})
 async def submit_job(
     owner: Caller,
     service: ServiceDep,
@@ -165,20 +166,20 @@ async def submit_job(
             storage.delete(key)
 
 
-@router.get("/v1/jobs", response_model=JobPage)
+@router.get("/v1/jobs", response_model=JobPage, responses=errors())
 def list_jobs(owner: Caller, service: ServiceDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
               before: Annotated[float | None, Query(description="created time from next_before")] = None):
     jobs = service.store.list_jobs(owner, limit=limit, before=before)
     return {"jobs": [job_json(j) for j in jobs], "next_before": jobs[-1].created if len(jobs) == limit else None}
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobOut)
+@router.get("/v1/jobs/{job_id}", response_model=JobOut, responses=errors(404))
 def get_job(job_id: str, owner: Caller, service: ServiceDep):
     return job_json(_job_or_404(service, job_id, owner))
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobOut,
-               responses={409: {"description": "the job has already finished"}})
+               responses=errors(404, 409))
 def cancel_job(job_id: str, owner: Caller, service: ServiceDep):
     job = _job_or_404(service, job_id, owner)
     if job.state in TERMINAL:
@@ -187,7 +188,8 @@ def cancel_job(job_id: str, owner: Caller, service: ServiceDep):
 
 
 @router.get("/v1/jobs/{job_id}/result", response_class=FileResponse,
-            responses={200: {"content": {m: {} for m in MEDIA.values()}}, 409: {"description": "not finished"}})
+            responses={200: {"content": {m: {} for m in MEDIA.values()}}, 206: {"description": "a byte range"},
+                       416: {"description": "range not satisfiable"}, **errors(404, 409)})
 def job_result(job_id: str, owner: Caller, service: ServiceDep):
     job = _job_or_404(service, job_id, owner)
     if job.state != "succeeded" or not job.result_key:
@@ -198,7 +200,8 @@ def job_result(job_id: str, owner: Caller, service: ServiceDep):
 
 
 @router.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}, "description": "job states as Server-Sent Events"}})
+            responses={200: {"content": {"text/event-stream": {}}, "description": "job states as Server-Sent Events"},
+                       **errors(404)})
 async def job_events(job_id: str, owner: Caller, service: ServiceDep):
     _job_or_404(service, job_id, owner)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from serving.deps import Caller, ServiceDep
+from serving.deps import Caller, ServiceDep, errors
 
 router = APIRouter(tags=["models"])
 
@@ -26,7 +26,7 @@ class ModelList(BaseModel):
     video_default: str
 
 
-@router.get("/v1/models", response_model=ModelList)
+@router.get("/v1/models", response_model=ModelList, responses=errors())
 def list_models(owner: Caller, service: ServiceDep) -> ModelList:
     models = [ModelInfo(id=m.id, name=m.name, architecture=m.architecture, scale=m.scale, content=m.content,
                         license=m.license, ready=m.weights_path.exists()) for m in service.registry]

@@ -1,0 +1,114 @@
+"""Fixtures of the service tests: a real Ray Serve app on loopback, API keys, job helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.settings import Settings
+from serving.store import Store
+from tests.video.conftest import _video_model, bunny_small  # noqa: F401 - fixtures used here
+
+MODEL = "realesr-animevideov3"  # the compact network: fast enough for many requests on a CPU
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveService:
+    url: str
+    settings: Settings
+    store: Store
+    key: str  # "alice"
+    other_key: str  # "bob"
+
+    def client(self, key: str | None = "alice", **kwargs) -> httpx.Client:
+        token = {"alice": self.key, "bob": self.other_key}.get(key, key)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120, **kwargs)
+
+    def restart(self) -> None:
+        """Stop the Serve application (its gateway shuts down cleanly) and deploy it again."""
+        from ray import serve
+
+        from serving.app import APP_NAME, start_local
+
+        serve.delete(APP_NAME)
+        start_local(self.settings)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, pulled) -> LiveService:
+    """The real application (Ray, Serve's proxy, Gateway and Upscaler deployments) on a free
+    loopback port, with its own Ray temp dir (short: socket paths have a length limit), no
+    dashboard, always shut down."""
+    ray = pytest.importorskip("ray")
+    from serving.app import start_local, stop_local
+
+    pulled(MODEL)
+    pulled("realesrgan-x4plus")
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
+    os.makedirs(os.path.join(temp, "ray"))
+    settings = Settings(data_dir=tmp_path_factory.mktemp("service"), auth="keys", port=free_port(),
+                        image_model=MODEL, video_model=MODEL, rate_limit_per_minute=0, max_active_jobs=4,
+                        max_upload_mb=8, max_image_pixels=1_000_000, job_lease_s=4)
+    store = Store(settings.db_url)
+    _, alice = store.create_key("alice")
+    _, bob = store.create_key("bob")
+    try:
+        ray.init(include_dashboard=False, logging_level="WARNING", _temp_dir=os.path.join(temp, "ray"))
+        url = start_local(settings)
+        yield LiveService(url, settings, store, alice, bob)
+    finally:
+        stop_local()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def submit(client: httpx.Client, clip: Path, headers: dict | None = None, **options) -> httpx.Response:
+    data = {"kind": "remaster", "model": MODEL, **{k: str(v) for k, v in options.items()}}
+    with open(clip, "rb") as f:
+        return client.post("/v1/jobs", files={"file": (clip.name, f, "video/mp4")}, data=data, headers=headers or {})
+
+
+def wait_state(client: httpx.Client, job_id: str, states: set[str], timeout: float = 180,
+               until=None) -> dict:
+    """Poll the job until its state is in ``states`` (or ``until(job)`` holds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in states or (until and until(job)):
+            return job
+        assert time.monotonic() < deadline, f"job still {job['state']} after {timeout}s: {job}"
+        time.sleep(0.1)
+
+
+def sse_events(client: httpx.Client, job_id: str, timeout: float = 180) -> list[tuple[str, dict]]:
+    """Read the job's event stream to its end."""
+    events, kind = [], None
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+    return events

@@ -1,0 +1,159 @@
+"""The job store and keys, on SQLite and (when its server binaries are here) PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from serving.store import Store, digest
+
+
+def _pg_binaries() -> str | None:
+    for cmd in ("initdb", "pg_ctl", "postgres"):
+        if shutil.which(cmd) is None:
+            return f"{cmd} not found"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server (unix socket only), run as the 'postgres' user."""
+    missing = _pg_binaries()
+    if missing:
+        pytest.skip(f"PostgreSQL server cannot be started here: {missing}")
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    d = tempfile.mkdtemp(prefix="pg-", dir="/tmp")
+    if run_as:
+        shutil.chown(d, "postgres")
+    data = os.path.join(d, "data")
+    port = "55433"
+    try:
+        subprocess.run([*run_as, "initdb", "-D", data, "-A", "trust", "-U", "genai"], check=True,
+                       capture_output=True, timeout=120)
+        # the server's output goes to a log file: it must not hold our pipes open
+        subprocess.run([*run_as, "pg_ctl", "-D", data, "-l", os.path.join(d, "server.log"), "-w", "-o",
+                        f"-k {d} -p {port} -c listen_addresses=''", "start"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    except (subprocess.SubprocessError, OSError) as exc:
+        shutil.rmtree(d, ignore_errors=True)
+        pytest.skip(f"PostgreSQL server cannot be started here: {exc}")
+    try:
+        yield f"postgresql://genai@/postgres?host={d}&port={port}"
+    finally:
+        subprocess.run([*run_as, "pg_ctl", "-D", data, "-m", "immediate", "stop"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        return Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    s = Store(request.getfixturevalue("postgres_url"))
+    with s._tx() as cur:  # each test starts empty
+        cur.execute("DELETE FROM jobs")
+        cur.execute("DELETE FROM api_keys")
+    return s
+
+
+def new_job(store, owner="alice", **kw):
+    return store.create_job(owner=owner, kind="remaster", options={"model": "m"}, input_key="uploads/x.mp4",
+                            input_name="x", **kw)
+
+
+def test_keys_are_stored_hashed_and_can_be_revoked(store):
+    record, secret = store.create_key("ci")
+    assert secret.startswith("gk_") and len(secret) > 40
+    assert store.owner_of(secret) == record.id
+    assert store.owner_of(secret + "x") is None and store.owner_of("") is None
+    with store._tx() as cur:
+        cur.execute("SELECT digest FROM api_keys")
+        stored = [r[0] for r in cur.fetchall()]
+    assert stored == [digest(secret)] and secret not in stored[0]
+    assert [k.id for k in store.revoke_key("ci")] == [record.id]
+    assert store.owner_of(secret) is None and store.revoke_key("ci") == []
+
+
+def test_idempotency_key_is_per_owner(store):
+    a, created = new_job(store, idempotency_key="k")
+    again, created_again = new_job(store, idempotency_key="k")
+    other, other_created = new_job(store, owner="bob", idempotency_key="k")
+    assert created and not created_again and again.id == a.id
+    assert other_created and other.id != a.id
+    assert store.get_job(a.id, "bob") is None and store.get_job(a.id, "alice").id == a.id
+
+
+def test_only_one_worker_claims_a_job(store):
+    for _ in range(5):
+        new_job(store)
+    won: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name):
+        while (job := store.claim(name)) is not None:
+            with lock:
+                won.append(job.id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == len(set(won)) == 5
+    assert store.counts()["running"] == 5
+
+
+def test_a_job_whose_worker_died_is_requeued_then_given_up(store):
+    job, _ = new_job(store)
+    assert store.claim("dead").id == job.id
+    assert store.requeue_stale(lease_s=60, max_attempts=2) == []  # heartbeat is fresh
+    time.sleep(0.05)
+    assert store.requeue_stale(lease_s=0.01, max_attempts=2) == [job.id]
+    assert store.get_job(job.id).state == "queued"
+    assert store.claim("second").attempts == 2
+    time.sleep(0.05)
+    store.requeue_stale(lease_s=0.01, max_attempts=2)
+    failed = store.get_job(job.id)
+    assert failed.state == "failed" and "giving up" in failed.error
+
+
+def test_cancel_and_heartbeat(store):
+    queued, _ = new_job(store)
+    assert store.request_cancel(queued.id, "bob") is None  # not bob's
+    assert store.request_cancel(queued.id, "alice").state == "cancelled"
+    running, _ = new_job(store)
+    store.claim("w")
+    assert store.heartbeat(running.id, "w", progress=0.5, fps=10.0, eta=3.0)
+    assert not store.heartbeat(running.id, "someone-else")  # not its worker
+    assert store.request_cancel(running.id, "alice").cancel_requested
+    assert not store.heartbeat(running.id, "w")  # the worker learns of the cancel
+    store.finish(running.id, "w", "cancelled")
+    assert store.get_job(running.id).state == "cancelled"
+    assert store.count_active("alice") == 0
+
+
+def test_release_puts_a_job_back_without_counting_an_attempt(store):
+    job, _ = new_job(store)
+    store.claim("w")
+    store.heartbeat(job.id, "w", progress=0.4, fps=5.0, eta=1.0)
+    store.release(job.id, "w")
+    back = store.get_job(job.id)
+    assert back.state == "queued" and back.attempts == 0 and back.progress == pytest.approx(0.4)
+
+
+def test_list_pages_newest_first(store):
+    ids = [new_job(store)[0].id for _ in range(5)]
+    first = store.list_jobs("alice", limit=2)
+    rest = store.list_jobs("alice", limit=10, before=first[-1].created)
+    assert [j.id for j in first + rest] == ids[::-1]
+    assert store.list_jobs("bob") == []
