@@ -18,14 +18,16 @@ APP_NAME = "genai"
 
 def build_app(args: dict | None = None):
     """The application: Gateway (ingress) -> Upscaler. ``args``: ``settings`` (Settings fields;
-    jobs run on Ray by default) and ``engine_options`` (EngineConfig fields, e.g. device,
-    precision, backend)."""
+    jobs run on Ray by default), ``engine_options`` (EngineConfig fields, e.g. device,
+    precision, backend) and ``upscaler`` (deployment options, e.g. ``user_config``; a Serve
+    config file sets these per deployment instead)."""
     from serving.deployments import Gateway, Upscaler
 
     args = dict(args or {})
     settings = {"job_executor": "ray", **(args.get("settings") or {})}
     Settings(**settings)  # a bad setting fails here, with the field named, not in a replica
-    return Gateway.bind(Upscaler.bind(args.get("engine_options")), settings)
+    upscaler = Upscaler.options(**args["upscaler"]) if args.get("upscaler") else Upscaler
+    return Gateway.bind(upscaler.bind(args.get("engine_options")), settings)
 
 
 def port_free(host: str, port: int) -> bool:
@@ -40,7 +42,7 @@ def port_free(host: str, port: int) -> bool:
 
 
 def start_local(settings: Settings, *, address: str | None = None, ray_temp_dir: str | None = None,
-                engine_options: dict | None = None) -> str:
+                engine_options: dict | None = None, upscaler: dict | None = None) -> str:
     """Start (or join) Ray, start Serve's HTTP proxy on ``settings.host:port`` and run the app.
     Returns the URL of the page. ``stop_local`` undoes it."""
     import ray
@@ -55,8 +57,8 @@ def start_local(settings: Settings, *, address: str | None = None, ray_temp_dir:
     serve.start(http_options={"host": settings.host, "port": settings.port,
                               "request_timeout_s": settings.request_timeout_s})
     fields = settings.model_dump(mode="json", exclude_unset=True)
-    serve.run(build_app({"settings": {"job_executor": "ray", **fields}, "engine_options": engine_options}),
-              name=APP_NAME, route_prefix="/")
+    serve.run(build_app({"settings": {"job_executor": "ray", **fields}, "engine_options": engine_options,
+                         "upscaler": upscaler}), name=APP_NAME, route_prefix="/")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return f"http://{host}:{settings.port}/"
 
