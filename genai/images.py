@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import struct
 import zlib
@@ -168,13 +169,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def _encode_png16(img: Image) -> bytes:
-    a = img.pixels
-    if a.shape[2] == 3:
-        a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR)
-    elif a.shape[2] == 4:
-        a = cv2.cvtColor(a, cv2.COLOR_RGBA2BGRA)
-    ok, buf = cv2.imencode(".png", a)
+def _encode_png16(img: Image, level: int = 6) -> bytes:
+    ok, buf = cv2.imencode(".png", _to_bgr(img.pixels), [cv2.IMWRITE_PNG_COMPRESSION, level])
     if not ok:
         raise InputError("could not encode a 16-bit PNG")
     data = buf.tobytes()
@@ -198,40 +194,64 @@ def output_format(path: str | Path) -> str:
         ) from None
 
 
-def write_image(img: Image, path: str | Path, *, quality: int = 95) -> Path:
-    """Write ``img`` atomically; the format comes from the extension of ``path``."""
-    path = Path(path)
-    fmt = output_format(path)
+def encode_image(img: Image, fmt: str, *, quality: int = 95, png_level: int = 6, name: str = "image") -> bytes:
+    """``img`` as the bytes of a PNG/JPEG/WEBP/TIFF file (``fmt`` as in WRITE_FORMATS' values);
+    ``name`` only names the output in messages. ``png_level``: zlib level 0-9 (6: small files;
+    1: ~4x faster for ~15% more bytes, what the service uses)."""
     a = img.pixels
     if fmt == "JPEG" and img.has_alpha:
-        raise InputError(f"{path}: JPEG cannot store the alpha channel; write .png, .webp or .tiff")
+        raise InputError(f"{name}: JPEG cannot store the alpha channel; write .png, .webp or .tiff")
     if a.dtype == np.uint16 and fmt in ("JPEG", "WEBP"):
-        log.info("%s: %s holds 8 bits per channel; converting from 16", path, fmt)
+        log.info("%s: %s holds 8 bits per channel; converting from 16", name, fmt)
         a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if a.dtype == np.uint16 and fmt == "PNG":
+        return _encode_png16(img.with_pixels(a), png_level)
+    buf = io.BytesIO()
+    if a.dtype == np.uint16 and fmt == "TIFF":
+        tifffile.imwrite(
+            buf, a if a.shape[2] > 1 else a[:, :, 0],
+            photometric="rgb" if a.shape[2] >= 3 else "minisblack",
+            extrasamples=("unassalpha",) if a.shape[2] == 4 else None,
+            iccprofile=img.icc_profile, compression="zlib",
+        )
+        return buf.getvalue()
+    if fmt == "PNG" and not img.icc_profile and not img.exif:
+        # no metadata to carry: OpenCV's encoder is ~25% faster than Pillow's at the same level
+        ok, data = cv2.imencode(".png", _to_bgr(a), [cv2.IMWRITE_PNG_COMPRESSION, png_level])
+        if ok:
+            return data.tobytes()
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[a.shape[2]]
+    pim = PILImage.fromarray(a[:, :, 0] if a.shape[2] == 1 else a, mode)
+    kwargs: dict = {}
+    if img.icc_profile:
+        kwargs["icc_profile"] = img.icc_profile
+    if img.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        kwargs["exif"] = img.exif
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if fmt == "PNG":
+        kwargs["compress_level"] = png_level
+    if fmt == "TIFF":
+        kwargs["compression"] = "tiff_deflate"
+    try:
+        pim.save(buf, fmt, **kwargs)
+    except ValueError as exc:  # e.g. WebP is limited to 16383 pixels a side
+        raise InputError(f"{name}: cannot be written as {fmt} ({exc})") from None
+    return buf.getvalue()
+
+
+def _to_bgr(a: np.ndarray) -> np.ndarray:
+    if a.shape[2] == 3:
+        return cv2.cvtColor(a, cv2.COLOR_RGB2BGR)
+    if a.shape[2] == 4:
+        return cv2.cvtColor(a, cv2.COLOR_RGBA2BGRA)
+    return a
+
+
+def write_image(img: Image, path: str | Path, *, quality: int = 95, png_level: int = 6) -> Path:
+    """Write ``img`` atomically; the format comes from the extension of ``path``."""
+    path = Path(path)
+    data = encode_image(img, output_format(path), quality=quality, png_level=png_level, name=str(path))
     with atomic_path(path) as tmp:
-        if a.dtype == np.uint16 and fmt == "PNG":
-            tmp.write_bytes(_encode_png16(img.with_pixels(a)))
-        elif a.dtype == np.uint16 and fmt == "TIFF":
-            tifffile.imwrite(
-                tmp, a if a.shape[2] > 1 else a[:, :, 0],
-                photometric="rgb" if a.shape[2] >= 3 else "minisblack",
-                extrasamples=("unassalpha",) if a.shape[2] == 4 else None,
-                iccprofile=img.icc_profile, compression="zlib",
-            )
-        else:
-            mode = {1: "L", 3: "RGB", 4: "RGBA"}[a.shape[2]]
-            pim = PILImage.fromarray(a[:, :, 0] if a.shape[2] == 1 else a, mode)
-            kwargs: dict = {}
-            if img.icc_profile:
-                kwargs["icc_profile"] = img.icc_profile
-            if img.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-                kwargs["exif"] = img.exif
-            if fmt in ("JPEG", "WEBP"):
-                kwargs["quality"] = quality
-            if fmt == "TIFF":
-                kwargs["compression"] = "tiff_deflate"
-            try:
-                pim.save(tmp, fmt, **kwargs)
-            except ValueError as exc:  # e.g. WebP is limited to 16383 pixels a side
-                raise InputError(f"{path}: cannot be written as {fmt} ({exc})") from None
+        tmp.write_bytes(data)
     return path

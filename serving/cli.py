@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -100,7 +101,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         print("genai: starting Ray and the Serve app (first start loads the models) ...", file=sys.stderr, flush=True)
-        url = start_local(settings, address=args.ray_address)
+        # one machine: the Upscaler reserves 1 CPU in Ray (the rest runs video chunks) but its
+        # network may use every core when it is the only work
+        url = start_local(settings, address=args.ray_address,
+                          engine_options=None if args.ray_address else {"threads": os.cpu_count()})
         print(f"genai is serving at {url}  (API docs: {url}docs; Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -39,6 +40,9 @@ class Upscaler:
 
         self._engine_module = genai.engine
         self.engine_options = engine_options or {}
+        # every network call from one thread: the engine's own threads (torch intra-op, ONNX
+        # Runtime) use the replica's CPUs; calls queue here, and batching merges the queue
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-engine")
         self.batching = DEFAULT_BATCHING["batching"]
         self.batch_max_pixels = DEFAULT_BATCHING["batch_max_pixels"]
 
@@ -53,7 +57,7 @@ class Upscaler:
     async def get_model(self, model_id: str):
         m = self._engine_module
         config = m.EngineConfig(model=model_id, **self.engine_options)
-        engine = await asyncio.to_thread(lambda: m.Upscaler(config=config))
+        engine = await self._run(lambda: m.Upscaler(config=config))
         log.info("loaded %s (%s on %s, %s)", model_id, engine.backend.name, engine.backend.device,
                  engine.backend.precision)
         return engine
@@ -66,7 +70,10 @@ class Upscaler:
         h, w = pixels.shape[:2]
         if self.batching and pixels.ndim == 3 and pixels.shape[2] == 3 and h * w <= self.batch_max_pixels:
             return await self._batched((pixels, scale, width, height))
-        return await asyncio.to_thread(lambda: engine.upscale(pixels, scale=scale, width=width, height=height).pixels)
+        return await self._run(lambda: engine.upscale(pixels, scale=scale, width=width, height=height).pixels)
+
+    async def _run(self, fn):
+        return await asyncio.get_running_loop().run_in_executor(self._runner, fn)
 
     @serve.batch(max_batch_size=DEFAULT_BATCHING["max_batch_size"],
                  batch_wait_timeout_s=DEFAULT_BATCHING["batch_wait_timeout_s"])
@@ -85,7 +92,7 @@ class Upscaler:
                 for i, out in zip(idx, outs):
                     results[i] = out
 
-        await asyncio.to_thread(run)
+        await self._run(run)
         return results
 
 

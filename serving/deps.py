@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import time
+
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
+
+from serving.store import digest
 
 OPEN_OWNER = "local"
 
 
-def get_service(request: Request):
+async def get_service(request: Request):
     return request.app.state.service
 
 
-def caller(request: Request, service=Depends(get_service)) -> str:
-    """The id of the calling key: 401 without a valid one, 429 over its rate."""
+async def caller(request: Request, service=Depends(get_service)) -> str:
+    """The id of the calling key: 401 without a valid one, 429 over its rate. Valid keys are
+    remembered for ``key_cache_s`` (by digest), so most requests skip the database."""
     if service.settings.auth == "open":
         owner = OPEN_OWNER
     else:
@@ -23,13 +29,30 @@ def caller(request: Request, service=Depends(get_service)) -> str:
         if scheme.lower() != "bearer" or not token.strip():
             raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>'",
                                 headers={"WWW-Authenticate": "Bearer"})
-        owner = service.store.owner_of(token.strip())
+        owner = await _owner(service, token.strip())
         if owner is None:
             raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     wait = service.limiter.hit(owner)
     if wait:
         raise HTTPException(429, f"rate limit of {service.settings.rate_limit_per_minute} requests a minute "
                                  f"reached; retry in {wait:.0f} s", headers={"Retry-After": str(int(wait))})
+    return owner
+
+
+async def _owner(service, token: str) -> str | None:
+    cache: dict = service.key_cache
+    key = digest(token)
+    hit = cache.get(key)
+    now = time.monotonic()
+    if hit and now - hit[1] < service.settings.key_cache_s:
+        return hit[0]
+    owner = await run_in_threadpool(service.store.owner_of, token)
+    if owner is None:
+        cache.pop(key, None)
+    else:
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[key] = (owner, now)
     return owner
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +39,7 @@ class Service:
     runner: JobRunner
     metrics: Metrics
     limiter: RateLimiter
+    key_cache: dict = field(default_factory=dict)  # key digest -> (owner, when checked)
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -67,8 +68,8 @@ def create_app(settings: Settings, *, inference: Inference | None = None, store:
                  settings.job_workers, settings.job_executor)
         try:
             yield
-        finally:
-            service.runner.stop()
+        finally:  # blocking on purpose: awaited in a thread, Serve finished the replica first
+            service.runner.stop()  # and a running job went on to the end instead of being handed back
 
     app = FastAPI(
         title="genai", version="0.1.0", lifespan=lifespan,

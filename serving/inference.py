@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from typing import Protocol
 
@@ -30,6 +31,7 @@ class LocalInference:
         self.engine_options = engine_options or {}
         self._engines: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-engine")
 
     def engine(self, model: str):
         from genai.engine import EngineConfig, Upscaler
@@ -48,7 +50,7 @@ class LocalInference:
         def run():
             return self.engine(model).upscale(pixels, scale=scale, width=width, height=height).pixels
 
-        return await asyncio.to_thread(run)
+        return await asyncio.get_running_loop().run_in_executor(self._runner, run)
 
     async def ready(self) -> None:
         return None

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     max_output_pixels: int = Field(64_000_000, gt=0, description="output pixels of a synchronous upscale")
     max_video_pixels: int = Field(4096 * 2160, gt=0, description="pixels of one input video frame")
     request_timeout_s: float = Field(120.0, gt=0)
+    key_cache_s: float = Field(5.0, ge=0, description="a revoked key stops working within this time")
     rate_limit_per_minute: int = Field(120, ge=0, description="requests per key per minute (0: no limit)")
     max_active_jobs: int = Field(2, gt=0, description="queued + running jobs per key")
 

@@ -16,7 +16,7 @@ import pytest
 
 from serving.settings import Settings
 from serving.store import Store
-from tests.video.conftest import _video_model, bunny_small  # noqa: F401 - fixtures used here
+from tests.video.conftest import _video_model, bunny_small, cut_bunny  # noqa: F401 - fixtures used here
 
 MODEL = "realesr-animevideov3"  # the compact network: fast enough for many requests on a CPU
 
@@ -25,6 +25,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def bunny_5s(tmp_path_factory) -> Path:
+    """5 s (125 frames) of Big Buck Bunny at 160x90: a job long enough to interrupt halfway."""
+    return cut_bunny(tmp_path_factory.mktemp("clips") / "bunny_5s.mp4", 5.0)
 
 
 @dataclass
@@ -55,8 +61,8 @@ def live(tmp_path_factory, pulled) -> LiveService:
     """The real application (Ray, Serve's proxy, Gateway and Upscaler deployments) on a free
     loopback port, with its own Ray temp dir (short: socket paths have a length limit), no
     dashboard, always shut down."""
-    ray = pytest.importorskip("ray")
-    from serving.app import start_local, stop_local
+    pytest.importorskip("ray")
+    from serving.app import init_ray, start_local, stop_local
 
     pulled(MODEL)
     pulled("realesrgan-x4plus")
@@ -66,12 +72,12 @@ def live(tmp_path_factory, pulled) -> LiveService:
     os.makedirs(os.path.join(temp, "ray"))
     settings = Settings(data_dir=tmp_path_factory.mktemp("service"), auth="keys", port=free_port(),
                         image_model=MODEL, video_model=MODEL, rate_limit_per_minute=0, max_active_jobs=4,
-                        max_upload_mb=8, max_image_pixels=1_000_000, job_lease_s=4)
+                        max_upload_mb=8, max_image_pixels=1_000_000, job_lease_s=4, key_cache_s=1)
     store = Store(settings.db_url)
     _, alice = store.create_key("alice")
     _, bob = store.create_key("bob")
     try:
-        ray.init(include_dashboard=False, logging_level="WARNING", _temp_dir=os.path.join(temp, "ray"))
+        init_ray(temp_dir=os.path.join(temp, "ray"))  # as genai serve starts it
         url = start_local(settings)
         yield LiveService(url, settings, store, alice, bob)
     finally:

@@ -6,6 +6,7 @@ import io
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -68,7 +69,10 @@ def test_every_v1_route_needs_a_valid_key(live):
     with live.client(key=secret) as c:
         assert c.get("/v1/models").status_code == 200
         live.store.revoke_key(record.id)
-        assert c.get("/v1/models").status_code == 401
+        deadline = time.monotonic() + live.settings.key_cache_s + 2
+        while c.get("/v1/models").status_code != 401:  # valid keys are cached for key_cache_s
+            assert time.monotonic() < deadline, "a revoked key still works"
+            time.sleep(0.2)
     with live.client(key=None) as anon:  # no key needed: the orchestrator's and the page's routes
         assert anon.get("/healthz").status_code == 200
         assert anon.get("/").status_code == 200
@@ -181,25 +185,25 @@ def test_cancel_a_running_job(live, bunny_small):
 
 
 def _partly_done(job: dict) -> bool:
-    return 0 < job["progress"] < 0.75
+    return 0 < job["progress"] < 0.3
 
 
-def test_a_job_survives_a_gateway_restart(live, bunny_small):
+def test_a_job_survives_a_gateway_restart(live, bunny_5s):
     with live.client() as c:
-        job = submit(c, bunny_small, chunk_seconds=0.5).json()
+        job = submit(c, bunny_5s, chunk_seconds=0.5).json()
         wait_state(c, job["id"], set(), until=_partly_done)
     live.restart()  # the gateway shuts down mid-job, and a new one starts on the same store
     with live.client() as c:
         end = wait_state(c, job["id"], {"succeeded", "failed", "cancelled"})
     assert end["state"] == "succeeded", end
-    assert end["chunks_resumed"] >= 1  # resumed from its chunk manifest, not started over
+    assert end["chunks_resumed"] >= 1, end  # resumed from its chunk manifest, not started over
 
 
-def test_a_job_resumes_after_its_gateway_crashes(live, bunny_small):
+def test_a_job_resumes_after_its_gateway_crashes(live, bunny_5s):
     import ray
 
     with live.client() as c:
-        job = submit(c, bunny_small, chunk_seconds=0.5).json()
+        job = submit(c, bunny_5s, chunk_seconds=0.5).json()
         wait_state(c, job["id"], set(), until=_partly_done)
         replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
                     if "Gateway" in a["name"] and "REPLICA" in a["name"].upper()]

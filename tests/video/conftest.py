@@ -40,14 +40,18 @@ def _encoder(out, codec, rate, width, height, pix_fmt, time_base, gop, **tags):
 @pytest.fixture(scope="session")
 def bunny_small(tmp_path_factory) -> Path:
     """The first 2 s of bigbuckbunny.mp4 at 160x90, keyframe every 12 frames, its AAC 5.1 copied."""
-    path = tmp_path_factory.mktemp("clips") / "bunny_small.mp4"
+    return cut_bunny(tmp_path_factory.mktemp("clips") / "bunny_small.mp4", 2.0)
+
+
+def cut_bunny(path: Path, seconds: float) -> Path:
+    """The first ``seconds`` of bigbuckbunny.mp4 at 160x90 (see bunny_small)."""
     with av.open(str(BUNNY)) as inp, av.open(str(path), "w") as out:
         vin, ain = inp.streams.video[0], inp.streams.audio[0]
         vs = _encoder(out, "libx264", 25, 160, 90, "yuv420p", vin.time_base, 12,
                       colorspace=1, color_primaries=1, color_trc=1, color_range=1)
         aout = out.add_stream_from_template(ain)
         for frame in inp.decode(vin):
-            if frame.time >= 2.0:
+            if frame.time >= seconds:
                 break
             small = frame.reformat(width=160, height=90, format="yuv420p", src_colorspace="itu709",
                                    dst_colorspace="itu709", interpolation="AREA")
@@ -58,7 +62,7 @@ def bunny_small(tmp_path_factory) -> Path:
             out.mux(pkt)
         inp.seek(0)
         for pkt in inp.demux(ain):
-            if pkt.pts is None or pkt.size == 0 or float(pkt.pts * pkt.time_base) >= 2.0:
+            if pkt.pts is None or pkt.size == 0 or float(pkt.pts * pkt.time_base) >= seconds:
                 continue
             pkt.stream = aout
             out.mux(pkt)
