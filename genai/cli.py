@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name")
     add.add_argument("--license", default="unknown")
     add.add_argument("--content", choices=["photo", "anime", "video", "general"], default="general")
+    from genai.design.cli import register as register_design
+
+    register_design(sub)
     for ep in entry_points(group="genai.commands"):  # e.g. serve and keys, from the serving package
         ep.load()(sub)
     return p

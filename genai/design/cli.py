@@ -1,0 +1,128 @@
+"""``genai design run`` (one design; top88/top3d-compatible options) and ``genai design
+generate`` (a sweep of variants in this process; ``python -m pipelines.design`` runs it on Ray)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("genai.design")
+
+
+def register(sub) -> None:
+    design = sub.add_parser("design", help="generative design by topology optimization")
+    dsub = design.add_subparsers(dest="design_command", required=True)
+
+    run = dsub.add_parser("run", help="one design (with --problem mbb/cantilever3d: top88/top3d's settings)")
+    src = run.add_mutually_exclusive_group(required=True)
+    src.add_argument("--problem", help="a catalog problem: mbb, cantilever3d, lbracket, bridge, seat_bracket")
+    src.add_argument("--spec", help="a YAML/JSON problem spec")
+    run.add_argument("--nelx", type=int)
+    run.add_argument("--nely", type=int)
+    run.add_argument("--nelz", type=int)
+    run.add_argument("--volfrac", type=float)
+    run.add_argument("--penal", type=float)
+    run.add_argument("--rmin", type=float)
+    run.add_argument("--filter", choices=["sensitivity", "density"])
+    run.add_argument("--optimizer", choices=["oc", "mma"])
+    run.add_argument("--max-iterations", type=int)
+    run.add_argument("--solver", choices=["auto", "direct", "multigrid"], default="auto")
+    run.add_argument("--device", default="cpu", help="cpu or cuda")
+    run.add_argument("--no-mesh", action="store_true", help="skip the STL/GLB export")
+    run.add_argument("--out", required=True, type=Path)
+    add_common(run)
+    run.set_defaults(handler=cmd_run)
+
+    gen = dsub.add_parser("generate", help="a sweep of design variants, ranked by mass and compliance")
+    add_generate_arguments(gen)
+    gen.set_defaults(handler=cmd_generate)
+
+
+def add_common(p) -> None:
+    p.add_argument("--quiet-progress", action="store_true", help=argparse.SUPPRESS)
+
+
+def add_generate_arguments(gen) -> None:
+    gen.add_argument("spec", help="a YAML/JSON spec or a catalog name")
+    gen.add_argument("-n", type=int, default=12, help="number of variants")
+    gen.add_argument("--vary", action="append", default=[], metavar="NAME=LOW:HIGH",
+                     help="volfrac, mass, rmin, penal or min_member_size (repeatable)")
+    gen.add_argument("--out", required=True, type=Path)
+
+
+def _catalog_spec(args):
+    from genai.design import problem as P
+    from genai.errors import InputError
+
+    make = P.CATALOG.get(args.problem)
+    if make is None:
+        raise InputError(f"--problem {args.problem!r}: not in the catalog ({', '.join(P.CATALOG)})")
+    dims = {k: getattr(args, k) for k in ("nelx", "nely", "nelz") if getattr(args, k) is not None}
+    try:
+        data = make(*[dims[k] for k in ("nelx", "nely", "nelz") if k in dims]) if dims else make()
+    except TypeError:
+        raise InputError(f"--problem {args.problem}: takes other dimensions than {sorted(dims)}") from None
+    return P.load_spec(data)
+
+
+def _bar(total_label: str):
+    from tqdm import tqdm
+
+    bar = tqdm(unit=total_label, disable=not sys.stderr.isatty(), leave=False)
+
+    def update(p):
+        bar.total = p.total
+        bar.n = p.done
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from genai.design import problem as P
+    from genai.design.run import run_design
+    from genai.errors import InputError
+
+    spec = _catalog_spec(args) if args.problem else P.load_spec(args.spec)
+    updates = {k: v for k, v in (("volume_fraction", args.volfrac), ("penal", args.penal), ("rmin", args.rmin),
+                                 ("filter", args.filter), ("optimizer", args.optimizer),
+                                 ("max_iterations", args.max_iterations)) if v is not None}
+    if args.volfrac is not None and not 0 < args.volfrac < 1:
+        raise InputError(f"--volfrac must be in (0, 1), got {args.volfrac}")
+    if updates:
+        data = spec.model_dump(exclude_none=True)
+        if "volume_fraction" in updates:
+            data.pop("mass", None)
+        if updates.get("filter") == "sensitivity":
+            data["projection"] = False
+        spec = P.load_spec({**data, **updates})
+    bar, update = _bar("it")
+    try:
+        metrics = run_design(spec, args.out, overrides={"solver": args.solver, "device": args.device},
+                             progress=update, meshes=not args.no_mesh)
+    finally:
+        bar.close()
+    log.info("%s: compliance %.4f after %d iterations, volume fraction %.3f (%s)", args.out, metrics["compliance"],
+             metrics["iterations"], metrics["volume_fraction"], metrics["solver"])
+    print(json.dumps({k: metrics[k] for k in ("compliance", "iterations", "volume_fraction", "mass")}))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, run_sweep=None) -> int:
+    from genai.design import problem as P
+    from genai.design.run import generate, parse_vary, variants
+
+    spec = P.load_spec(args.spec)
+    points = variants(args.n, parse_vary(args.vary))
+    bar, update = _bar("design")
+    try:
+        summary = (run_sweep or generate)(spec, args.out, points, progress=update)
+    finally:
+        bar.close()
+    front = summary["pareto_front"]
+    log.info("%s: %d designs, %d on the Pareto front (mass vs compliance): %s", args.out, len(summary["designs"]),
+             len(front), ", ".join(front))
+    return 0

@@ -1,0 +1,195 @@
+"""One design and a sweep of variants: optimize, then write what a designer looks at.
+
+Each design folder gets ``density.npz`` (the physical density field), ``design.stl`` and
+``design.glb`` (watertight meshes of density >= 0.5), ``preview.png`` and ``metrics.json``.
+A sweep ranks its designs by mass against compliance (the Pareto front: no other design is
+both lighter and stiffer) and writes ``summary.json`` and ``contact_sheet.png``. Every file is
+written under a temporary name and renamed when complete; a finished design is not redone
+when a sweep is run again (resume after Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from genai.design import mesh as meshing
+from genai.design.optimize import DesignResult, Settings, optimize
+from genai.design.problem import Spec, discretize, volume_fraction_for
+from genai.errors import InputError
+from genai.paths import atomic_path
+from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
+
+log = logging.getLogger(__name__)
+VARIABLE = {"volfrac", "rmin", "penal", "min_member_size", "mass"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a sweep: the spec's values overridden by ``values``."""
+
+    index: int
+    values: dict
+
+    @property
+    def name(self) -> str:
+        return f"design_{self.index:03d}"
+
+
+def parse_vary(items: list[str]) -> dict[str, tuple[float, float]]:
+    """``["volfrac=0.2:0.5", "rmin=1.5:3"]`` -> ranges; a single value is a fixed override."""
+    out = {}
+    for item in items:
+        key, sep, rng = item.partition("=")
+        if not sep or key not in VARIABLE:
+            raise InputError(f"--vary {item!r}: expected NAME=LOW:HIGH with NAME one of {', '.join(sorted(VARIABLE))}")
+        lo, _, hi = rng.partition(":")
+        try:
+            lo_v, hi_v = float(lo), float(hi or lo)
+        except ValueError:
+            raise InputError(f"--vary {item!r}: LOW and HIGH must be numbers") from None
+        if key == "volfrac" and not (0 < lo_v < 1 and 0 < hi_v < 1):
+            raise InputError(f"--vary {item!r}: a volume fraction must be in (0, 1)")
+        out[key] = (lo_v, hi_v)
+    return out
+
+
+def variants(n: int, ranges: dict[str, tuple[float, float]]) -> list[Variant]:
+    """``n`` points spread over the ranges: a grid when several parameters vary (as square as
+    the count allows), evenly spaced when one does."""
+    if n < 1:
+        raise InputError(f"-n must be at least 1, got {n}")
+    keys = [k for k, (lo, hi) in ranges.items() if lo != hi]
+    fixed = {k: lo for k, (lo, hi) in ranges.items() if lo == hi}
+    if not keys:
+        return [Variant(i, dict(fixed)) for i in range(n)][:1] if n else []
+    per = max(2, round(n ** (1 / len(keys)))) if len(keys) > 1 else n
+    axes = [np.linspace(ranges[k][0], ranges[k][1], per) for k in keys]
+    points = list(itertools.product(*axes))[:n]
+    return [Variant(i, {**fixed, **{k: round(float(v), 6) for k, v in zip(keys, p)}}) for i, p in enumerate(points)]
+
+
+def settings_for(spec: Spec, problem, values: dict, overrides: dict | None = None) -> Settings:
+    v = dict(values)
+    if "mass" in v:
+        spec = spec.model_copy(update={"mass": v.pop("mass"), "volume_fraction": None})
+    if "volfrac" not in v:
+        v["volfrac"] = volume_fraction_for(spec, problem)
+    if "min_member_size" in v:
+        v["rmin"] = v.pop("min_member_size") / (2 * problem.element_size)
+    elif spec.min_member_size and "rmin" not in v:
+        v["rmin"] = spec.min_member_size / (2 * problem.element_size)
+    return spec.settings(**{**v, **(overrides or {})})
+
+
+def metrics_of(result: DesignResult, problem, settings: Settings) -> dict:
+    h = problem.element_size
+    volume = float(result.density.sum()) * h ** problem.grid.dim
+    return {
+        "compliance": result.compliance,
+        "compliance_per_case": dict(zip(problem.case_names, result.compliance_per_case)),
+        "iterations": result.iterations,
+        "volume_fraction": result.volume_fraction,
+        "mass": volume * problem.density,
+        "max_displacement": result.max_displacement,
+        "grayness": result.grayness,
+        "grid": list(problem.grid.shape),
+        "element_size": h,
+        "settings": {"volfrac": settings.volfrac, "penal": settings.penal, "rmin": settings.rmin,
+                     "filter": settings.filter, "projection": settings.projection, "optimizer": settings.optimizer},
+        "solver": result.solver,
+        "seconds": round(result.seconds, 3),
+        "seconds_per_iteration": round(result.seconds_per_iteration, 5),
+    }
+
+
+def write_design(out: Path, result: DesignResult, problem, settings: Settings, *, meshes: bool = True) -> dict:
+    """The design's files in ``out``; returns its metrics (metrics.json is written last, so its
+    presence means the folder is complete)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "density.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, density=result.density, element_size=problem.element_size)
+    metrics = metrics_of(result, problem, settings)
+    meshing.preview_png(result.density, out / "preview.png")
+    if meshes:
+        thickness = problem.element_size if problem.grid.dim == 2 else 1.0
+        m = meshing.density_to_mesh(result.density, element_size=problem.element_size, thickness=thickness)
+        meshing.write_mesh(m, out / "design.stl")
+        meshing.write_mesh(m, out / "design.glb")
+        metrics["mesh"] = {"watertight": bool(m.is_watertight), "volume": float(m.volume),
+                           "triangles": int(len(m.faces))}
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def run_design(spec: Spec, out: Path, *, values: dict | None = None, overrides: dict | None = None,
+               progress: ProgressFn | None = None, cancel: CancelFn | None = None, meshes: bool = True) -> dict:
+    problem = discretize(spec)
+    settings = settings_for(spec, problem, values or {}, overrides)
+    result = optimize(problem, settings, progress=progress, cancel=cancel)
+    return write_design(Path(out), result, problem, settings, meshes=meshes)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (mass, compliance) pairs: True where no other point is at least as good in both and
+    better in one."""
+    flags = []
+    for i, (m, c) in enumerate(points):
+        dominated = any((m2 <= m and c2 <= c) and (m2 < m or c2 < c) for j, (m2, c2) in enumerate(points) if j != i)
+        flags.append(not dominated)
+    return flags
+
+
+def summarize(out: Path, done: list[tuple[Variant, dict]]) -> dict:
+    """Rank the finished designs and write summary.json and contact_sheet.png."""
+    done = sorted(done, key=lambda vm: vm[0].index)
+    front = pareto_front([(m["mass"], m["compliance"]) for _, m in done])
+    rows = [{"name": v.name, "values": v.values, "mass": m["mass"], "compliance": m["compliance"],
+             "volume_fraction": m["volume_fraction"], "iterations": m["iterations"], "pareto": p,
+             "max_displacement": m["max_displacement"], "grayness": m["grayness"]}
+            for (v, m), p in zip(done, front)]
+    rows.sort(key=lambda r: (not r["pareto"], r["mass"], r["compliance"]))
+    for rank, r in enumerate(rows, 1):
+        r["rank"] = rank
+    summary = {"designs": rows, "pareto_front": [r["name"] for r in rows if r["pareto"]]}
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    meshing.contact_sheet([out / r["name"] / "preview.png" for r in rows],
+                          [f"{r['name'][-3:]} m={r['mass']:.3g} c={r['compliance']:.3g}{' *' if r['pareto'] else ''}"
+                           for r in rows], out / "contact_sheet.png")
+    return summary
+
+
+def finished(out: Path, variant: Variant) -> dict | None:
+    path = out / variant.name / "metrics.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            return None
+    return None
+
+
+def generate(spec: Spec, out: Path, points: list[Variant], *, progress: ProgressFn | None = None,
+             cancel: CancelFn | None = None) -> dict:
+    """Run the sweep in this process, one design after another (``pipelines.design`` runs the
+    same designs as Ray tasks); designs already finished in ``out`` are kept."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for k, v in enumerate(points):
+        check_cancel(cancel)
+        metrics = finished(out, v)
+        if metrics is None:
+            metrics = run_design(spec, out / v.name, values=v.values, cancel=cancel)
+        done.append((v, metrics))
+        if progress:
+            progress(Progress(k + 1, len(points), "designs"))
+    return summarize(out, done)
