@@ -53,6 +53,7 @@ bench: env
 	$(PY) benchmarks/sr.py
 	$(PY) benchmarks/video.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/design.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

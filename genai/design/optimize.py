@@ -85,7 +85,7 @@ class DesignResult:
 
 def make_solver(problem: FEProblem, ke: torch.Tensor, kind: str):
     if kind == "auto":
-        kind = "direct" if problem.grid.dim == 2 and problem.grid.dofs <= 20_000 else "multigrid"
+        kind = "direct" if problem.grid.dim == 2 and problem.grid.dofs <= 10_000 else "multigrid"
     if kind == "direct":
         return DirectSolver(problem.grid, ke, problem.free), "direct"
     return MultigridPCG(problem.grid, ke, problem.free), "multigrid"

@@ -69,10 +69,9 @@ class DirectSolver:
         D += torch.diag_embed(diag.reshape(nb, b))
         return D, L
 
-    def solve(self, E: torch.Tensor, f: torch.Tensor, u0: torch.Tensor | None = None) -> torch.Tensor:
-        """f: (cases, *node_shape) -> u of the same shape."""
+    def factor(self, E: torch.Tensor) -> None:
         D, L = self._blocks(E)
-        nb, b = D.shape[0], self.band
+        nb = D.shape[0]
         C = torch.empty_like(D)  # Cholesky factors of the diagonal blocks
         W = torch.empty_like(L)  # the factor's sub-diagonal blocks: L_i C_{i-1}^-T
         for i in range(nb):
@@ -80,6 +79,16 @@ class DirectSolver:
             C[i] = torch.linalg.cholesky(Di)
             if i + 1 < nb:
                 W[i + 1] = torch.linalg.solve_triangular(C[i], L[i + 1].T, upper=False).T
+        self._C, self._W = C, W
+
+    def solve(self, E: torch.Tensor, f: torch.Tensor, u0: torch.Tensor | None = None) -> torch.Tensor:
+        """f: (cases, *node_shape) -> u of the same shape."""
+        self.factor(E)
+        return self.solve_factored(f)
+
+    def solve_factored(self, f: torch.Tensor) -> torch.Tensor:
+        C, W = self._C, self._W
+        nb, b = C.shape[0], self.band
         n = self.grid.dofs
         rhs = torch.zeros(nb * b, f.shape[0], dtype=f.dtype, device=f.device)
         rhs[:n] = (f.reshape(f.shape[0], -1) * self.mask).T
@@ -186,6 +195,8 @@ class MultigridPCG:
         self._coarse_edof = fem.element_dof_indices(last.grid, ke.device)
         self._coarse_free = torch.nonzero(last.mask.reshape(-1) > 0).squeeze(1)
         self._coarse_factor: torch.Tensor | None = None
+        # 2D: the banded factorisation is cheap even for a large coarsest grid; 3D: dense
+        self._coarse_banded = DirectSolver(last.grid, last.ke, last.mask > 0) if grid.dim == 2 else None
         self.stats = SolveStats()
 
     def set_modulus(self, E: torch.Tensor) -> None:
@@ -194,12 +205,17 @@ class MultigridPCG:
                 E = coarsen_elements(self.levels[i - 1].grid, E)
             level.set_modulus(E)
         last = self.levels[-1]
+        if self._coarse_banded is not None:
+            self._coarse_banded.factor(last.E)
+            return
         K = fem.assemble_dense(last.grid, last.E, last.ke, self._coarse_edof)
         Kff = K[self._coarse_free][:, self._coarse_free]
         self._coarse_factor = torch.linalg.cholesky((Kff + Kff.T) / 2)
 
     def _coarse_solve(self, r: torch.Tensor) -> torch.Tensor:
         last = self.levels[-1]
+        if self._coarse_banded is not None:
+            return self._coarse_banded.solve_factored(r[None])[0]
         flat = r.reshape(-1)
         x = torch.zeros_like(flat)
         x[self._coarse_free] = torch.cholesky_solve(flat[self._coarse_free, None], self._coarse_factor)[:, 0]
