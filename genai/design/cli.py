@@ -33,16 +33,11 @@ def register(sub) -> None:
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.add_argument("--no-mesh", action="store_true", help="skip the STL/GLB export")
     run.add_argument("--out", required=True, type=Path)
-    add_common(run)
     run.set_defaults(handler=cmd_run)
 
     gen = dsub.add_parser("generate", help="a sweep of design variants, ranked by mass and compliance")
     add_generate_arguments(gen)
     gen.set_defaults(handler=cmd_generate)
-
-
-def add_common(p) -> None:
-    p.add_argument("--quiet-progress", action="store_true", help=argparse.SUPPRESS)
 
 
 def add_generate_arguments(gen) -> None:
