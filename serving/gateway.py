@@ -20,7 +20,7 @@ from genai.registry import Registry
 
 from serving.inference import Inference, LocalInference
 from serving.jobs import Executor, JobRunner
-from serving.limits import BodyLimit, RateLimiter
+from serving.limits import BodyLimit, RateLimiter, error_payload
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import Settings
 from serving.storage import LocalStorage, Storage
@@ -43,7 +43,7 @@ class Service:
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status, headers=headers)
+    return JSONResponse(error_payload(status, message), status_code=status, headers=headers)
 
 
 def create_app(settings: Settings, *, inference: Inference | None = None, store: Store | None = None,

@@ -8,8 +8,9 @@ import threading
 import time
 
 
-def error_body(status: int, message: str) -> bytes:
-    return json.dumps({"error": {"status": status, "message": message}}).encode()
+def error_payload(status: int, message: str) -> dict:
+    """The body of every error the service answers: one message naming the input and the reason."""
+    return {"error": {"status": status, "message": message}}
 
 
 class BodyLimit:
@@ -59,7 +60,7 @@ class BodyLimit:
             await self._refuse(send)
 
     async def _refuse(self, send) -> None:
-        body = error_body(413, f"request body over the limit of {self.max_bytes:,} bytes")
+        body = json.dumps(error_payload(413, f"request body over the limit of {self.max_bytes:,} bytes")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

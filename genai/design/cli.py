@@ -56,10 +56,12 @@ def _catalog_spec(args):
     if make is None:
         raise InputError(f"--problem {args.problem!r}: not in the catalog ({', '.join(P.CATALOG)})")
     dims = {k: getattr(args, k) for k in ("nelx", "nely", "nelz") if getattr(args, k) is not None}
+    if any(v < 1 for v in dims.values()):
+        raise InputError(f"--nelx/--nely/--nelz must be at least 1, got {dims}")
     try:
-        data = make(*[dims[k] for k in ("nelx", "nely", "nelz") if k in dims]) if dims else make()
+        data = make(**dims)
     except TypeError:
-        raise InputError(f"--problem {args.problem}: takes other dimensions than {sorted(dims)}") from None
+        raise InputError(f"--problem {args.problem}: does not take {', '.join('--' + k for k in dims)}") from None
     return P.load_spec(data)
 
 

@@ -23,6 +23,7 @@ import torch
 from genai.design import fem
 from genai.design.filters import ConeFilter, heaviside, heaviside_derivative
 from genai.design.solvers import DirectSolver, MultigridPCG
+from genai.errors import InputError
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def _oc(x, dc, dv, design: _Design, s: Settings, free_mask, target: float):
     """top88's optimality criteria update with bisection on the volume multiplier."""
     l1, l2 = 0.0, 1e9
     ratio = (-dc / dv).clamp(min=0)
-    while (l2 - l1) / (l1 + l2) > 1e-3:
+    while (l2 - l1) > 1e-3 * (l1 + l2) and l2 > 1e-300:  # l2 -> 0: the target is out of this move's reach
         lmid = 0.5 * (l2 + l1)
         xnew = torch.clamp(torch.minimum(torch.minimum(x + s.move, torch.ones_like(x)),
                                          x * torch.sqrt(ratio / lmid)), min=0)
@@ -144,7 +145,7 @@ def _oc(x, dc, dv, design: _Design, s: Settings, free_mask, target: float):
 def optimize(problem: FEProblem, s: Settings, *, progress: ProgressFn | None = None,
              cancel: CancelFn | None = None) -> DesignResult:
     if not 0 < s.volfrac < 1:
-        raise ValueError(f"volfrac must be in (0, 1), got {s.volfrac}")
+        raise InputError(f"volume fraction must be in (0, 1), got {s.volfrac}")
     t0 = time.perf_counter()
     dev = torch.device(s.device)
     grid = problem.grid
@@ -155,9 +156,16 @@ def optimize(problem: FEProblem, s: Settings, *, progress: ProgressFn | None = N
     design = _Design(problem, s, dev)
     free_elems = ~(design.solid | design.void)
     E0 = 1.0  # the modulus scales compliance by 1/E: applied at the end
-    x = torch.full(grid.element_shape, s.volfrac, dtype=fem.DTYPE, device=dev)
-    x = torch.where(design.solid, torch.ones_like(x), torch.where(design.void, torch.zeros_like(x), x))
     target = s.volfrac * grid.elements
+    n_solid, n_free = int(design.solid.sum()), int(free_elems.sum())
+    if not n_solid < target < n_solid + n_free:
+        raise InputError(f"volume fraction {s.volfrac}: out of reach with {n_solid / grid.elements:.3f} of the domain "
+                         f"kept solid and {1 - (n_solid + n_free) / grid.elements:.3f} kept empty")
+    # start uniform over the free elements at the density that meets the target (top88's x =
+    # volfrac when nothing is kept solid or empty)
+    start = (target - n_solid) / n_free
+    x = torch.full(grid.element_shape, start, dtype=fem.DTYPE, device=dev)
+    x = torch.where(design.solid, torch.ones_like(x), torch.where(design.void, torch.zeros_like(x), x))
     mma = None
     if s.optimizer == "mma":
         from genai.design.mma import MMA

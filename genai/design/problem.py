@@ -358,9 +358,10 @@ def cantilever3d(nelx: int = 60, nely: int = 20, nelz: int = 4) -> dict:
             "volume_fraction": 0.3, "rmin": 1.5, "filter": "density", "projection": False}
 
 
-def lbracket(n: int = 100) -> dict:
-    """The L-bracket: clamped along the top, a downward load at the tip of the arm, the
-    upper-right square kept empty (Fusion-style obstacle)."""
+def lbracket(nelx: int = 100) -> dict:
+    """The L-bracket (square, nelx a side): clamped along the top, a downward load at the tip of
+    the arm, the upper-right square kept empty (Fusion-style obstacle)."""
+    n = nelx
     a = 0.4 * n
     return {"name": "lbracket", "domain": {"size": [n, n], "resolution": [n, n]},
             "loads": [{"box": {"min": [n, a - 2], "max": [n, a]}, "force": [0, -1]}],
@@ -378,9 +379,10 @@ def bridge(nelx: int = 120, nely: int = 40) -> dict:
             "symmetry": ["x"], "volume_fraction": 0.3, "rmin": 2.0}
 
 
-def seat_bracket(nx: int = 48, ny: int = 24, nz: int = 16) -> dict:
+def seat_bracket(nelx: int = 48, nely: int = 24, nelz: int = 16) -> dict:
     """A seat-bracket-like part: two bolt holes on the floor side (fixed, kept solid around),
     a load at a mounting boss on top, a clearance pocket kept empty; two load cases."""
+    nx, ny, nz = nelx, nely, nelz
     return {"name": "seat_bracket", "domain": {"size": [nx, ny, nz], "resolution": [nx, ny, nz]},
             "loads": [{"cylinder": {"center": [nx - 6, ny - 3, nz / 2], "radius": 3, "axis": "z"},
                        "force": [0, -1, 0], "case": "vertical"},

@@ -66,8 +66,8 @@ def variants(n: int, ranges: dict[str, tuple[float, float]]) -> list[Variant]:
         raise InputError(f"-n must be at least 1, got {n}")
     keys = [k for k, (lo, hi) in ranges.items() if lo != hi]
     fixed = {k: lo for k, (lo, hi) in ranges.items() if lo == hi}
-    if not keys:
-        return [Variant(i, dict(fixed)) for i in range(n)][:1] if n else []
+    if not keys:  # nothing varies: one design (n copies would be identical)
+        return [Variant(0, dict(fixed))]
     per = max(2, round(n ** (1 / len(keys)))) if len(keys) > 1 else n
     axes = [np.linspace(ranges[k][0], ranges[k][1], per) for k in keys]
     points = list(itertools.product(*axes))[:n]

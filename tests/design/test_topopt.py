@@ -154,3 +154,25 @@ def test_mma_is_as_good_as_oc_on_the_mbb_beam():
     mma = optimize(p, Settings(volfrac=0.5, rmin=1.5, filter="density", optimizer="mma", max_iterations=150))
     assert mma.volume_fraction == pytest.approx(0.5, abs=2e-3)
     assert mma.compliance <= oc.compliance * 1.03  # MMA measured 210.8 against OC's 218.8 here
+
+
+@pytest.mark.parametrize("name", ["lbracket", "bridge", "seat_bracket"])
+def test_catalog_problems_run_and_keep_their_regions(name):
+    from genai.design.problem import CATALOG
+
+    spec = load_spec(name)
+    p = discretize(spec)
+    r = optimize(p, spec.settings(max_iterations=8))
+    d = r.density
+    assert np.isfinite(r.compliance) and r.compliance > 0 and len(r.compliance_per_case) == len(p.case_names)
+    assert r.volume_fraction == pytest.approx(spec.volume_fraction, abs=0.02)
+    assert np.all(d[p.solid.numpy()] == 1.0) and np.all(d[p.void.numpy()] == 0.0)
+    assert name in CATALOG
+
+
+def test_an_unreachable_volume_fraction_is_refused():
+    from genai.errors import InputError
+
+    spec = load_spec("lbracket")
+    with pytest.raises(InputError, match="out of reach"):
+        optimize(discretize(spec), spec.settings(volfrac=0.7))  # 36% of the square is kept empty
