@@ -53,10 +53,10 @@ class JobRunner:
                  executor: Executor | None = None) -> None:
         self.store, self.storage, self.settings = store, storage, settings
         self.executor = executor or EXECUTORS[settings.job_executor]
-        self.worker_id = f"{uuid.uuid4().hex[:12]}"
+        self.worker_id = uuid.uuid4().hex[:12]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._current: dict[str, str] = {}  # job id -> thread name
+        self._current: set[str] = set()  # ids of the jobs running here
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------- lifecycle
@@ -82,7 +82,7 @@ class JobRunner:
         while not self._stop.is_set():
             try:
                 self.store.requeue_stale(self.settings.job_lease_s, self.settings.job_max_attempts)
-                job = self.store.claim(f"{self.worker_id}")
+                job = self.store.claim(self.worker_id)
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker
                 log.exception("job store unavailable; retrying")
                 job = None
@@ -109,7 +109,7 @@ class JobRunner:
 
     def run(self, job: Job) -> None:
         with self._lock:
-            self._current[job.id] = threading.current_thread().name
+            self._current.add(job.id)
         key = self.result_key(job)
         dst = self.storage.staging_path(key)
         t0 = time.monotonic()
@@ -169,7 +169,7 @@ class JobRunner:
                               chunks_resumed=result.chunks_resumed, fps=round(result.fps, 2))
         finally:
             with self._lock:
-                self._current.pop(job.id, None)
+                self._current.discard(job.id)
 
     def _discard(self, dst: Path) -> None:
         shutil.rmtree(work_dir_for(dst), ignore_errors=True)
