@@ -395,7 +395,7 @@ def seat_bracket(nelx: int = 48, nely: int = 24, nelz: int = 16) -> dict:
                            {"cylinder": {"center": [24, 3, nz / 2], "radius": 4.5, "axis": "z"}},
                            {"cylinder": {"center": [nx - 6, ny - 3, nz / 2], "radius": 4.5, "axis": "z"}}],
             "keep_empty": [{"box": {"min": [12, 10, 0], "max": [30, ny, nz]}}],
-            "symmetry": ["z"], "volume_fraction": 0.15, "rmin": 1.5, "max_iterations": 120}
+            "symmetry": ["z"], "volume_fraction": 0.3, "rmin": 1.5, "max_iterations": 120}
 
 
 CATALOG = {"mbb": mbb, "cantilever3d": cantilever3d, "lbracket": lbracket, "bridge": bridge,
