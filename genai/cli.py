@@ -75,7 +75,7 @@ def add_remaster_arguments(rem: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genai", description="genai: generative AI suite (super-resolution, ...)")
+    p = argparse.ArgumentParser(prog="genai", description="genai: generative AI suite (super-resolution, synthetic data, generative design)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--license", default="unknown")
     add.add_argument("--content", choices=["photo", "anime", "video", "general"], default="general")
     from genai.design.cli import register as register_design
+    from genai.synth.cli import register as register_synth
 
     register_design(sub)
+    register_synth(sub)
     for ep in entry_points(group="genai.commands"):  # e.g. serve and keys, from the serving package
         ep.load()(sub)
     return p

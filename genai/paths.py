@@ -8,12 +8,15 @@ manifests live in the repository's ``models/`` folder (``GENAI_MODELS_DIR`` over
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import platformdirs
+
+from genai.errors import GenaiError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,4 +61,39 @@ def atomic_path(final: Path) -> Iterator[Path]:
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder ``.NAME.part-XXXX`` beside ``final``; move it into
+    place only on success, so ``final`` only ever appears complete.
+
+    An existing non-empty ``final`` is refused before any work unless ``overwrite``; then the
+    old folder is replaced only once the new one is complete.
+    """
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise GenaiError(f"{final}: exists and is not a folder")
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        raise GenaiError(f"{final}: folder exists and is not empty (overwrite to replace it)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.part-", dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        if final.is_dir() and any(final.iterdir()):
+            # rename(2) replaces only an empty folder: move the old one aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.replace(final, old)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                os.replace(old, final)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

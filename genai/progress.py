@@ -31,3 +31,22 @@ CancelFn = Callable[[], bool]
 def check_cancel(cancel: CancelFn | None) -> None:
     if cancel is not None and cancel():
         raise Cancelled()
+
+
+def terminal_bar(unit: str):
+    """A tqdm bar on stderr when it is a terminal (silent otherwise) and the callback that drives it.
+
+    Returns ``(bar, progress)``; close the bar when done.
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    bar = tqdm(unit=unit, disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
+
+    def update(p: Progress) -> None:
+        bar.total = p.total
+        bar.n = p.done
+        bar.refresh()
+
+    return bar, update

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
+
+from genai.progress import terminal_bar
 
 log = logging.getLogger("genai.design")
 
@@ -65,19 +66,6 @@ def _catalog_spec(args):
     return P.load_spec(data)
 
 
-def _bar(total_label: str):
-    from tqdm import tqdm
-
-    bar = tqdm(unit=total_label, disable=not sys.stderr.isatty(), leave=False)
-
-    def update(p):
-        bar.total = p.total
-        bar.n = p.done
-        bar.refresh()
-
-    return bar, update
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from genai.design import problem as P
     from genai.design.run import run_design
@@ -96,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if updates.get("filter") == "sensitivity":
             data["projection"] = False
         spec = P.load_spec({**data, **updates})
-    bar, update = _bar("it")
+    bar, update = terminal_bar("it")
     try:
         metrics = run_design(spec, args.out, overrides={"solver": args.solver, "device": args.device},
                              progress=update, meshes=not args.no_mesh)
@@ -114,7 +102,7 @@ def cmd_generate(args: argparse.Namespace, run_sweep=None) -> int:
 
     spec = P.load_spec(args.spec)
     points = variants(args.n, parse_vary(args.vary))
-    bar, update = _bar("design")
+    bar, update = terminal_bar("design")
     try:
         summary = (run_sweep or generate)(spec, args.out, points, progress=update)
     finally:

@@ -1,0 +1,470 @@
+"""More training data from the data you have: label-preserving augmentation and Real-ESRGAN's
+degradations.
+
+``augment_sample`` applies a named preset of random transforms to an image and its labels
+(boxes, instance masks, keypoints) so the labels keep describing the pixels. It is built on
+``torchvision.transforms.v2``: its ``tv_tensors`` (BoundingBoxes, Mask, KeyPoints) are moved
+by the same geometric transform as the image, and ``SanitizeBoundingBoxes`` drops the
+instances a crop or a shift pushed out. Not albumentations: 2.0.8 is its last MIT release and
+it is no longer maintained, while torchvision is already a dependency and keeps labels and
+pixels in sync itself.
+
+``degrade`` makes the low-resolution half of an (HR, LR) pair for fine-tuning a
+super-resolution model: the second-order degradation model of Real-ESRGAN (Wang et al. 2021,
+"Training Real-World Blind Super-Resolution with Pure Synthetic Data") re-implemented with
+numpy and OpenCV (basicsr, its reference code, does not import with our torch): blur, random
+resize, Gaussian or Poisson noise and JPEG, twice, then the final resize to HR / scale with a
+sinc filter and JPEG in random order. Unlike Real-ESRNet's training we do not USM-sharpen the
+HR image: that is a choice of training target, not part of the degradation.
+
+``augment_folder`` runs either over an ImageFolder; ``process_file`` is its unit of work (one
+input image), which ``pipelines.augment`` runs on Ray. Everything is deterministic by seed and
+relative path, so a rerun (or the Ray pipeline) writes the same bytes and resuming is sound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+import torch
+from scipy.special import j1
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from genai.errors import InputError
+from genai.images import READ_SUFFIXES, Image, read_image, write_image
+from genai.paths import atomic_path
+from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
+
+log = logging.getLogger("genai.synth")
+
+PRESETS = ("classification", "detection")
+MODES = ("augment", "degrade")
+MIN_BOX_SIZE = 2.0  # px: a box thinner than this after a crop has no object left to learn from
+TARGET_KEYS = {"boxes", "labels", "masks", "keypoints"}
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def sample_seed(seed: int, *keys: str | int) -> int:
+    """A seed for one sample, derived from the run's ``seed`` and stable keys (a relative path,
+    a copy index): the same in every process, unlike ``hash()``."""
+    words = [seed] + [int.from_bytes(hashlib.blake2b(str(k).encode(), digest_size=8).digest(), "little")
+                      for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _instance_fields(sample: dict) -> tuple[torch.Tensor, ...]:
+    """What SanitizeBoundingBoxes must drop with a box (masks it finds itself)."""
+    return tuple(sample[k] for k in ("labels", "keypoints") if k in sample)
+
+
+def build_transform(preset: str | v2.Transform, size: tuple[int, int], *, has_boxes: bool) -> v2.Compose:
+    """The random transforms of ``preset`` (a name, or a ``torchvision.transforms.v2`` transform
+    of your own) for an image of ``size`` (H, W). The presets keep the size:
+
+    * ``classification``: small rotation (10 degrees), a mild random resized crop (60-100% of
+      the area), horizontal flip, colour jitter.
+    * ``detection``: horizontal flip, scale jitter and shift (an affine without rotation or
+      shear, so an axis-aligned box stays tight), SSD's photometric distortions.
+
+    With boxes, both end by clamping them to the image and dropping the degenerate ones with
+    their labels, masks and keypoints.
+    """
+    if isinstance(preset, v2.Transform):
+        steps = [preset]
+    elif preset == "classification":
+        steps = [v2.RandomRotation(10), v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),
+                 v2.RandomHorizontalFlip(), v2.ColorJitter(0.2, 0.2, 0.2, 0.02)]
+    elif preset == "detection":
+        steps = [v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=0, translate=(0.1, 0.1), scale=(0.6, 1.4)),
+                 v2.RandomPhotometricDistort(p=0.5)]
+    else:
+        raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if has_boxes:
+        steps += [v2.ClampBoundingBoxes(),
+                  v2.SanitizeBoundingBoxes(min_size=MIN_BOX_SIZE, labels_getter=_instance_fields)]
+    return v2.Compose(steps)
+
+
+def augment_sample(image: np.ndarray, target: dict | None = None, *,
+                   preset: str | v2.Transform = "classification", seed: int = 0) -> tuple[np.ndarray, dict | None]:
+    """One random augmentation of ``image`` (H x W x C uint8, C = 1 or 3) and its labels.
+
+    ``target`` (optional) holds ``boxes`` (N x 4, xyxy pixels, continuous: a box around
+    columns c0..c1 spans [c0, c1 + 1]), ``labels`` (N), and optionally ``masks`` (N x H x W
+    bool) and ``keypoints`` (N x K x 2, x/y in torchvision's KeyPoints convention: pixel
+    (row, col) is at (col, row)). The returned target has the same keys, minus the instances
+    that left the image; keypoints that left it keep their outside coordinates (visibility is
+    the caller's call). With the ``classification`` preset's rotation a box becomes the box
+    around its rotated corners, which is loose: use ``detection`` for box-labelled data.
+
+    The same ``seed`` gives the same output. The transforms draw from torch's global generator,
+    so it is forked and seeded for the call: the caller's random state is left as it was, but
+    two threads must not augment at once (processes can: Ray runs one per worker).
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"expected an H x W x 1 or 3 uint8 image, got {image.dtype} {image.shape}")
+    h, w = image.shape[:2]
+    sample: dict = {"image": tv_tensors.Image(torch.from_numpy(image.transpose(2, 0, 1).copy()))}
+    if target is not None:
+        sample.update(_to_tv_tensors(target, (h, w)))
+    transform = build_transform(preset, (h, w), has_boxes=target is not None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = transform(sample)
+    pixels = np.ascontiguousarray(out.pop("image").permute(1, 2, 0).numpy())
+    if target is None:
+        return pixels, None
+    kinds = {"boxes": np.float32, "labels": np.int64, "masks": bool, "keypoints": np.float32}
+    return pixels, {k: torch.as_tensor(v).numpy().astype(kinds[k]) for k, v in out.items()}
+
+
+def _to_tv_tensors(target: dict, size: tuple[int, int]) -> dict:
+    unknown = set(target) - TARGET_KEYS
+    if unknown or "boxes" not in target or "labels" not in target:
+        raise ValueError(f"a target has boxes, labels and optionally masks, keypoints; got {sorted(target)}")
+    boxes = torch.as_tensor(np.asarray(target["boxes"], dtype=np.float32)).reshape(-1, 4)
+    out = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=size),
+           "labels": torch.as_tensor(np.asarray(target["labels"], dtype=np.int64))}
+    if "masks" in target:
+        out["masks"] = tv_tensors.Mask(torch.as_tensor(np.asarray(target["masks"], dtype=bool)))
+    if "keypoints" in target:
+        out["keypoints"] = tv_tensors.KeyPoints(np.asarray(target["keypoints"], dtype=np.float32), canvas_size=size)
+    for key, value in out.items():
+        if value.shape[0] != len(boxes) or (key == "masks" and tuple(value.shape[1:]) != size):
+            raise ValueError(f"target {key!r} has shape {tuple(value.shape)} for {len(boxes)} boxes on {size}")
+    return out
+
+
+# ------------------------------------------------------------------- Real-ESRGAN degradations
+
+KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+
+
+@dataclass(frozen=True)
+class DegradationStage:
+    """One order of the degradation model. Defaults: the first order of Real-ESRGAN's
+    options/train_realesrnet_x4plus.yml (xinntao/Real-ESRGAN), which trained RealESRGAN_x4plus."""
+
+    kernel_prob: tuple[float, ...] = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)  # over KERNEL_KINDS
+    sinc_prob: float = 0.1
+    blur_sigma: tuple[float, float] = (0.2, 3.0)
+    betag_range: tuple[float, float] = (0.5, 4.0)  # generalized Gaussian shape
+    betap_range: tuple[float, float] = (1.0, 2.0)  # plateau shape
+    resize_prob: tuple[float, float, float] = (0.2, 0.7, 0.1)  # up, down, keep
+    resize_range: tuple[float, float] = (0.15, 1.5)
+    gaussian_noise_prob: float = 0.5  # else Poisson noise
+    noise_range: tuple[float, float] = (1.0, 30.0)  # Gaussian sigma, in 0-255 units
+    poisson_scale_range: tuple[float, float] = (0.05, 3.0)
+    gray_noise_prob: float = 0.4
+    jpeg_range: tuple[float, float] = (30.0, 95.0)
+
+
+@dataclass(frozen=True)
+class DegradationConfig:
+    """Real-ESRGAN's published settings (options/train_realesrnet_x4plus.yml: ``*2`` keys are
+    the second order). Kernel sizes are the odd sizes 7-21 (``blur_kernel_size: 21``)."""
+
+    first: DegradationStage = DegradationStage()
+    second: DegradationStage = DegradationStage(
+        blur_sigma=(0.2, 1.5), resize_prob=(0.3, 0.4, 0.3), resize_range=(0.3, 1.2),
+        noise_range=(1.0, 25.0), poisson_scale_range=(0.05, 2.5))
+    kernel_sizes: tuple[int, ...] = (7, 9, 11, 13, 15, 17, 19, 21)
+    second_blur_prob: float = 0.8
+    final_sinc_prob: float = 0.8
+
+
+def blur_kernel(kind: str, size: int, sigma_x: float, sigma_y: float | None = None, theta: float = 0.0,
+                beta: float = 1.0) -> np.ndarray:
+    """A normalised ``size`` x ``size`` blur kernel (basicsr's bivariate_* kernels).
+
+    ``kind`` is one of KERNEL_KINDS: a Gaussian exp(-q/2), generalized Gaussian exp(-q^beta/2)
+    or plateau 1/(1 + q^beta), where q is the squared Mahalanobis distance for the covariance
+    with standard deviations ``sigma_x``, ``sigma_y`` rotated by ``theta``; ``*_iso`` kinds use
+    ``sigma_x`` both ways.
+    """
+    if kind not in KERNEL_KINDS:
+        raise ValueError(f"unknown kernel {kind!r} (choose from {', '.join(KERNEL_KINDS)})")
+    family, _, shape = kind.rpartition("_")
+    if shape == "iso" or sigma_y is None:
+        sigma_y, theta = sigma_x, 0.0
+    c, s = math.cos(theta), math.sin(theta)
+    rot = np.array([[c, -s], [s, c]])
+    inv_cov = np.linalg.inv(rot @ np.diag([sigma_x**2, sigma_y**2]) @ rot.T)
+    ax = np.arange(size) - size // 2
+    grid = np.stack(np.meshgrid(ax, ax), axis=-1).astype(np.float64)  # (y, x) -> (x, y)
+    q = np.einsum("...i,ij,...j->...", grid, inv_cov, grid)
+    if family == "generalized":
+        k = np.exp(-0.5 * q**beta)
+    elif family == "plateau":
+        k = 1.0 / (q**beta + 1.0)
+    else:
+        k = np.exp(-0.5 * q)
+    return k / k.sum()
+
+
+def sinc_kernel(cutoff: float, size: int) -> np.ndarray:
+    """A circular low-pass (2D sinc) kernel with angular cutoff frequency ``cutoff`` (rad/px):
+    it rings like resampling and sharpening artefacts do (basicsr's circular_lowpass_kernel)."""
+    c = (size - 1) / 2
+    y, x = np.mgrid[:size, :size]
+    r = np.hypot(x - c, y - c)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = cutoff * j1(cutoff * r) / (2 * np.pi * r)
+    k[size // 2, size // 2] = cutoff**2 / (4 * np.pi)  # the limit at r = 0
+    return k / k.sum()
+
+
+def _random_kernel(rng: np.random.Generator, stage: DegradationStage, sizes: tuple[int, ...]) -> np.ndarray:
+    size = int(rng.choice(sizes))
+    if rng.uniform() < stage.sinc_prob:
+        return sinc_kernel(rng.uniform(np.pi / 3 if size < 13 else np.pi / 5, np.pi), size)
+    kind = KERNEL_KINDS[rng.choice(len(KERNEL_KINDS), p=np.asarray(stage.kernel_prob) / sum(stage.kernel_prob))]
+    sigma_x, sigma_y = rng.uniform(*stage.blur_sigma, size=2)
+    theta = rng.uniform(-np.pi, np.pi)
+    low, high = stage.betag_range if kind.startswith("generalized") else stage.betap_range
+    beta = rng.uniform(low, 1.0) if rng.uniform() < 0.5 else rng.uniform(1.0, high)
+    return blur_kernel(kind, size, sigma_x, sigma_y, theta, beta)
+
+
+def _channels(a: np.ndarray) -> np.ndarray:
+    """OpenCV drops the channel axis of one-channel images: put it back."""
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def _filter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    # the kernels are point-symmetric, so OpenCV's correlation is the convolution
+    return _channels(cv2.filter2D(x, -1, kernel.astype(np.float32), borderType=cv2.BORDER_REFLECT_101))
+
+
+def _resize(x: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    mode = (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)[rng.integers(3)]
+    h, w = max(1, size[0]), max(1, size[1])
+    return _channels(cv2.resize(x, (w, h), interpolation=mode))
+
+
+def _resize_factor(rng: np.random.Generator, stage: DegradationStage) -> float:
+    kind = rng.choice(3, p=np.asarray(stage.resize_prob) / sum(stage.resize_prob))
+    if kind == 0:
+        return rng.uniform(1.0, stage.resize_range[1])
+    if kind == 1:
+        return rng.uniform(stage.resize_range[0], 1.0)
+    return 1.0
+
+
+def _add_noise(x: np.ndarray, rng: np.random.Generator, stage: DegradationStage) -> np.ndarray:
+    """Gaussian or Poisson noise, per channel or the same in all channels (gray noise)."""
+    gray = rng.uniform() < stage.gray_noise_prob
+    if rng.uniform() < stage.gaussian_noise_prob:
+        sigma = rng.uniform(*stage.noise_range) / 255.0
+        noise = rng.standard_normal((*x.shape[:2], 1) if gray else x.shape, dtype=np.float32) * sigma
+    else:
+        scale = rng.uniform(*stage.poisson_scale_range)
+        base = x @ np.array([0.299, 0.587, 0.114], np.float32)[:, None] if gray and x.shape[2] == 3 else x
+        base = np.clip(np.rint(base * 255.0), 0, 255) / 255.0
+        levels = 2.0 ** math.ceil(math.log2(len(np.unique(base))))  # as many photon levels as grey values
+        noise = ((rng.poisson(base * levels) / levels - base) * scale).astype(np.float32)
+    return np.clip(x + noise, 0.0, 1.0)
+
+
+def _jpeg(x: np.ndarray, rng: np.random.Generator, quality_range: tuple[float, float]) -> np.ndarray:
+    quality = int(round(rng.uniform(*quality_range)))
+    u8 = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    bgr = np.ascontiguousarray(u8[:, :, ::-1]) if u8.shape[2] == 3 else u8[:, :, 0]
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    decoded = _channels(cv2.imdecode(data, cv2.IMREAD_UNCHANGED))
+    return (decoded[:, :, ::-1] if decoded.shape[2] == 3 else decoded).astype(np.float32) / 255.0
+
+
+def degrade(hr: np.ndarray, *, scale: int = 4, seed: int = 0,
+            config: DegradationConfig = DegradationConfig()) -> np.ndarray:
+    """The low-resolution image (H // scale, W // scale, C) uint8 Real-ESRGAN's degradation
+    model makes of ``hr`` (H x W x C uint8, C = 1 or 3); the same ``seed`` gives the same image.
+
+    Follows RealESRNetModel.feed_data: every random choice is drawn from one generator seeded
+    with ``seed``. JPEG is OpenCV's encoder at an integer quality (theirs is DiffJPEG).
+    """
+    if hr.dtype != np.uint8 or hr.ndim != 3 or hr.shape[2] not in (1, 3):
+        raise ValueError(f"expected an H x W x 1 or 3 uint8 image, got {hr.dtype} {hr.shape}")
+    h, w = hr.shape[:2]
+    if h < scale or w < scale:
+        raise ValueError(f"a {w}x{h} image is smaller than the scale x{scale}")
+    rng = np.random.default_rng(seed)
+    kernel1 = _random_kernel(rng, config.first, config.kernel_sizes)
+    kernel2 = _random_kernel(rng, config.second, config.kernel_sizes)
+    final_sinc = None
+    if rng.uniform() < config.final_sinc_prob:
+        final_sinc = sinc_kernel(rng.uniform(np.pi / 3, np.pi), int(rng.choice(config.kernel_sizes)))
+
+    x = hr.astype(np.float32) / 255.0
+    # first order
+    x = _filter(x, kernel1)
+    s = _resize_factor(rng, config.first)
+    x = _resize(x, (int(h * s), int(w * s)), rng)
+    x = _add_noise(x, rng, config.first)
+    x = _jpeg(x, rng, config.first.jpeg_range)
+    # second order
+    if rng.uniform() < config.second_blur_prob:
+        x = _filter(x, kernel2)
+    s = _resize_factor(rng, config.second)
+    x = _resize(x, (int(h / scale * s), int(w / scale * s)), rng)
+    x = _add_noise(x, rng, config.second)
+    # the final resize + sinc and JPEG, in either order (other orders make twisted lines, they found)
+    jpeg_first = rng.uniform() >= 0.5
+    if jpeg_first:
+        x = _jpeg(x, rng, config.second.jpeg_range)
+    x = _resize(x, (h // scale, w // scale), rng)
+    if final_sinc is not None:
+        x = _filter(x, final_sinc)
+    if not jpeg_first:
+        x = _jpeg(x, rng, config.second.jpeg_range)
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------- folders
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """What ``process_file`` makes of each image (a plain value: the Ray pipeline ships it).
+
+    ``augment``: ``copies`` augmented copies ``CLASS/STEM_augK.png`` (and the original, copied
+    as is, with ``keep_originals``). ``degrade``: ``hr/REL.png`` (the image cropped to a
+    multiple of ``scale``) and ``lr/REL.png`` (its degraded, ``scale`` times smaller version).
+    """
+
+    mode: str = "augment"
+    copies: int = 4
+    preset: str = "classification"
+    scale: int = 4
+    seed: int = 0
+    keep_originals: bool = True
+    overwrite: bool = False
+    degradation: DegradationConfig = DegradationConfig()
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode {self.mode!r}: choose from {', '.join(MODES)}")
+        if self.preset not in PRESETS:
+            raise InputError(f"--preset {self.preset!r}: choose from {', '.join(PRESETS)}")
+        if self.copies < 1:
+            raise InputError(f"--copies must be at least 1, got {self.copies}")
+        if self.scale < 2:
+            raise InputError(f"--scale must be at least 2, got {self.scale}")
+
+
+@dataclass(frozen=True)
+class FolderResult:
+    images: int  # inputs in the folder
+    written: int  # files written by this run (0 when everything was already there)
+
+
+def outputs(rel_path: str, options: FolderOptions) -> list[str]:
+    """The files (relative to the destination) that ``process_file`` writes for ``rel_path``."""
+    rel = PurePosixPath(rel_path)
+    if options.mode == "degrade":
+        return [f"hr/{rel.with_suffix('.png')}", f"lr/{rel.with_suffix('.png')}"]
+    copies = [str(rel.with_name(f"{rel.stem}_aug{k}.png")) for k in range(options.copies)]
+    return ([str(rel)] if options.keep_originals else []) + copies
+
+
+def is_done(dst_root: str | Path, rel_path: str, options: FolderOptions) -> bool:
+    return all((Path(dst_root) / out).exists() for out in outputs(rel_path, options))
+
+
+def plan(src_root: str | Path, dst_root: str | Path, options: FolderOptions) -> list[str]:
+    """The images under ``src_root`` (relative POSIX paths, sorted). Refuses a destination
+    inside the source (a rerun would take the outputs for inputs) and two inputs whose outputs
+    would have the same name (``a.jpg`` and ``a.png`` both make ``a_aug0.png``)."""
+    src, dst = Path(src_root).resolve(), Path(dst_root).resolve()
+    if not src.is_dir():
+        raise InputError(f"{src_root}: not a folder (expected one sub-folder of images per class)")
+    if dst == src or src in dst.parents:
+        raise InputError(f"{dst_root}: the output folder must not be inside the input folder {src_root}")
+    rels = sorted(p.relative_to(src).as_posix() for p in src.rglob("*")
+                  if p.is_file() and p.suffix.lower() in READ_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(src).parts))
+    if not rels:
+        raise InputError(f"{src_root}: no images (.png, .jpg, ...) in it or its sub-folders")
+    owner: dict[str, str] = {}
+    for rel in rels:
+        for out in outputs(rel, options):
+            if out in owner:
+                raise InputError(f"{src_root}: {owner[out]} and {rel} would both write {out}; rename one")
+            owner[out] = rel
+    return rels
+
+
+def _training_pixels(img: Image, path: Path) -> np.ndarray:
+    """8-bit gray or RGB, as training sets are (torchvision's ImageFolder loader does the same)."""
+    a = img.pixels
+    if a.dtype == np.uint16:
+        log.info("%s: 16-bit image reduced to 8 bits", path)
+        a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if a.shape[2] == 4:
+        log.info("%s: alpha channel dropped", path)
+        a = np.ascontiguousarray(a[:, :, :3])
+    return a
+
+
+def process_file(src_root: str | Path, rel_path: str, dst_root: str | Path, options: FolderOptions) -> list[str]:
+    """Write the missing outputs of one input image (all of them with ``overwrite``); returns
+    the relative paths written. Each file is written under a temporary name and renamed, so an
+    interrupted run leaves only complete files and a rerun resumes where it stopped."""
+    src, dst = Path(src_root) / rel_path, Path(dst_root)
+    wanted = outputs(rel_path, options)
+    todo = [out for out in wanted if options.overwrite or not (dst / out).exists()]
+    if not todo:
+        return []
+    img = read_image(src)
+    pixels = _training_pixels(img, src)
+    results: dict[str, np.ndarray] = {}
+    if options.mode == "degrade":
+        h, w = pixels.shape[:2]
+        if h < options.scale or w < options.scale:
+            raise InputError(f"{src}: {w}x{h} is too small for x{options.scale}")
+        hr = np.ascontiguousarray(pixels[: h - h % options.scale, : w - w % options.scale])
+        lr = degrade(hr, scale=options.scale, seed=sample_seed(options.seed, rel_path), config=options.degradation)
+        results = {wanted[0]: hr, wanted[1]: lr}
+    else:
+        copies = wanted[1:] if options.keep_originals else wanted
+        for k, out in enumerate(copies):
+            if out in todo:
+                results[out], _ = augment_sample(pixels, preset=options.preset,
+                                                 seed=sample_seed(options.seed, rel_path, k))
+    for out in todo:
+        if out in results:
+            write_image(Image(results[out], icc_profile=img.icc_profile), dst / out)
+        else:  # the original, byte for byte
+            with atomic_path(dst / out) as tmp:
+                shutil.copyfile(src, tmp)
+    return todo
+
+
+def augment_folder(src: str | Path, dst: str | Path, *, mode: str = "augment", copies: int = 4,
+                   preset: str = "classification", scale: int = 4, seed: int = 0, keep_originals: bool = True,
+                   overwrite: bool = False, progress: ProgressFn | None = None,
+                   cancel: CancelFn | None = None) -> FolderResult:
+    """Augment (or degrade into HR/LR pairs) every image of the ImageFolder ``src`` into
+    ``dst``, one image after another in this process; outputs already there are kept."""
+    options = FolderOptions(mode=mode, copies=copies, preset=preset, scale=scale, seed=seed,
+                            keep_originals=keep_originals, overwrite=overwrite)
+    rels = plan(src, dst, options)
+    written = 0
+    for i, rel in enumerate(rels):
+        check_cancel(cancel)
+        written += len(process_file(src, rel, dst, options))
+        if progress:
+            progress(Progress(i + 1, len(rels), mode))
+    return FolderResult(len(rels), written)
