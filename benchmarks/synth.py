@@ -29,6 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from genai.paths import atomic_path  # noqa: E402
 from genai.synth import quality as Q  # noqa: E402
 from genai.synth.data import load_fashion_mnist, load_imagefolder  # noqa: E402
 from genai.synth.diffusion import SampleConfig, TrainConfig, sample_folder, train  # noqa: E402
@@ -46,27 +47,32 @@ def _mix(real, synth, with_real: bool, with_synth: bool):
     return images, labels, weights
 
 
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
 def run_k(k: int, args, train_set, test_set) -> dict:
     work = args.work / f"k{k}"
     real = train_set.per_class(k, seed=0)
+    timings_file = work / "timings.json"  # measured when the step ran (a rerun reuses the cache)
+    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
     t0 = time.monotonic()
-    train(real, work / "generator", TrainConfig(steps=args.generator_steps, hflip=True, seed=0))
-    t_train = time.monotonic() - t0
+    if not (work / "generator" / "generator.safetensors").exists():
+        train(real, work / "generator", TrainConfig(steps=args.generator_steps, hflip=True, seed=0))
+        timings["train"] = timings.get("train", 0.0) + time.monotonic() - t0
     samples = work / "samples"
     t0 = time.monotonic()
     if not samples.exists():
         sample_folder(work / "generator", samples, SampleConfig(per_class=args.per_class, guidance=args.guidance,
                                                                 steps=args.sample_steps))
-    t_sample = time.monotonic() - t0
-    synth = load_imagefolder(samples)
-    assert synth.classes == sorted(real.classes), "ImageFolder sorts class names"
-    # ImageFolder labels follow sorted folder names: map them back to Fashion-MNIST's order.
-    remap = np.array([real.classes.index(c) for c in synth.classes])
-    synth.labels = remap[synth.labels]
-    synth.classes = real.classes
+        timings["sample"] = time.monotonic() - t0
+    _write_json(timings_file, timings)
+    synth = load_imagefolder(samples).relabel(real.classes)
 
     gates = Q.evaluate(real, synth, reference=real, steps=args.classifier_steps)
-    result = {"k": k, "generator_seconds": t_train, "sample_seconds": t_sample, "gates": gates, "accuracy": {}}
+    result = {"k": k, "generator_seconds": timings.get("train", float("nan")),
+              "sample_seconds": timings.get("sample", float("nan")), "gates": gates, "accuracy": {}}
     for name, _ in CONDITIONS:
         accs = []
         for seed in range(args.seeds):
@@ -77,7 +83,7 @@ def run_k(k: int, args, train_set, test_set) -> dict:
             accs.append(float((pred == test_set.labels).mean() * 100))
         result["accuracy"][name] = accs
         print(f"  k={k} {name}: {np.mean(accs):.2f} ± {np.std(accs):.2f}", flush=True)
-    (work / "result.json").write_text(json.dumps(result, indent=2))
+    _write_json(work / "result.json", result)
     return result
 
 

@@ -56,6 +56,15 @@ class Image:
         return replace(self, pixels=pixels)
 
 
+def list_images(folder: Path, *, recursive: bool = True) -> list[Path]:
+    """The image files (a suffix in READ_SUFFIXES) in ``folder`` and, with ``recursive``, its
+    sub-folders, sorted; hidden files and folders (``.name``, e.g. half-written outputs) are skipped."""
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(f for f in found if f.is_file() and f.suffix.lower() in READ_SUFFIXES
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+
+
 def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
     """Numpy version of Pillow's ImageOps.exif_transpose (EXIF orientations 1-8)."""
     ops = {

@@ -7,7 +7,9 @@ turns these into progress bars and Ctrl-C; the service turns them into job event
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from genai.errors import Cancelled
@@ -50,3 +52,29 @@ def terminal_bar(unit: str):
         bar.refresh()
 
     return bar, update
+
+
+@contextmanager
+def ctrl_c_cancels() -> Iterator[CancelFn]:
+    """For a command on a terminal: the first Ctrl-C makes the yielded cancel check return True,
+    so the work stops at its next check with its state whole (and saved, where it resumes); a
+    second Ctrl-C interrupts at once. Outside the main thread it yields a check that never fires."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    asked = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+        logging.getLogger("genai").info("stopping at the next step (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield asked.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,7 +1,7 @@
 """Augmenting (or degrading into HR/LR pairs) a large ImageFolder on Ray Data.
 
     python -m pipelines.augment SRC --out DST [--mode augment|degrade] [--copies N]
-        [--preset classification|detection] [--scale 4] [--seed S] [--ray-address ADDR]
+        [--preset classification|detection] [--hflip] [--scale 4] [--seed S] [--ray-address ADDR]
 
 The same files as ``genai synth augment`` / ``genai synth degrade`` (``genai.synth.augment``),
 byte for byte: every image is one ``process_file`` call, seeded by the run's seed and the
@@ -10,6 +10,10 @@ outputs are not all there yet (rerun to resume) and counts the results as they s
 Workers read SRC and write DST themselves (an image never travels through the object store),
 so every node must see both paths at the same place: one machine, or storage all nodes mount.
 Without ``--ray-address`` (or RAY_ADDRESS) a local Ray is started and stopped after.
+
+SRC is an ImageFolder. A COCO/YOLO set is refused with an InputError (``plan`` says to use
+``genai synth augment``): its new label file is written once from every image's moved masks,
+which would all travel back to the driver, so it is augmented in one process instead.
 """
 
 from __future__ import annotations
@@ -41,11 +45,11 @@ def _process_row(row: dict, *, src: str, dst: str, options: FolderOptions) -> di
 
 
 def augment_on_ray(src: str | Path, dst: str | Path, *, mode: str = "augment", copies: int = 4,
-                   preset: str = "classification", scale: int = 4, seed: int = 0, keep_originals: bool = True,
-                   overwrite: bool = False, address: str | None = None, progress: ProgressFn | None = None,
-                   cancel: CancelFn | None = None) -> FolderResult:
+                   preset: str = "classification", hflip: bool | None = None, scale: int = 4, seed: int = 0,
+                   keep_originals: bool = True, overwrite: bool = False, address: str | None = None,
+                   progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> FolderResult:
     """Like ``genai.synth.augment.augment_folder``, with one Ray Data task (one CPU) per image."""
-    options = FolderOptions(mode=mode, copies=copies, preset=preset, scale=scale, seed=seed,
+    options = FolderOptions(mode=mode, copies=copies, preset=preset, hflip=hflip, scale=scale, seed=seed,
                             keep_originals=keep_originals, overwrite=overwrite)
     rels = plan(src, dst, options)
     todo = [rel for rel in rels if overwrite or not is_done(dst, rel, options)]

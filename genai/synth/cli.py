@@ -9,8 +9,8 @@ import json
 import logging
 from pathlib import Path
 
-from genai.errors import InputError
-from genai.progress import terminal_bar
+from genai.errors import Cancelled, InputError
+from genai.progress import ctrl_c_cancels, terminal_bar
 
 log = logging.getLogger("genai.synth")
 
@@ -67,7 +67,8 @@ def register(sub) -> None:
     sa.add_argument("--class", dest="classes", type=_class_count, action="append", default=[], metavar="CLASS=N",
                     help="images of one class (repeatable; classes not named get none)")
     sa.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight (1: none)")
-    sa.add_argument("--steps", type=_positive(int), default=25, help="DPM-Solver++ steps")
+    sa.add_argument("--steps", type=_positive(int), default=25, help="sampler steps")
+    sa.add_argument("--sampler", choices=["dpmsolver++", "ddim"], default="dpmsolver++")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--out", required=True, type=Path)
     sa.add_argument("--overwrite", action="store_true")
@@ -115,6 +116,21 @@ def _threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
+def _long(unit: str, resume: str, work) -> int:
+    """Run ``work(progress, cancel)`` with a progress bar; Ctrl-C stops it at its next step
+    (exit 130, with how to resume)."""
+    b, update = terminal_bar(unit)
+    try:
+        with ctrl_c_cancels() as cancel:
+            print(work(update, cancel))
+        return 0
+    except Cancelled:
+        log.info("stopped; %s", resume)
+        return 130
+    finally:
+        b.close()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from genai.synth.data import load_imagefolder
     from genai.synth.diffusion import TrainConfig, train
@@ -128,16 +144,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                       checkpoint_every=args.checkpoint_every)
     log.info("training on %d images of %d classes (%dx%d, %d channel(s)) into %s", len(data), len(data.classes),
              *data.size, data.channels, args.out)
-    b, update = terminal_bar("step")
-    try:
-        weights = train(data, args.out, cfg, progress=update, overwrite=args.overwrite)
-    except KeyboardInterrupt:
-        log.info("stopped; the checkpoint is saved: rerun the same command to resume")
-        raise
-    finally:
-        b.close()
-    print(weights)
-    return 0
+    return _long("step", "the checkpoint is saved: rerun the same command to resume",
+                 lambda progress, cancel: train(data, args.out, cfg, progress=progress, cancel=cancel,
+                                                overwrite=args.overwrite))
 
 
 def _per_class(args) -> int | dict[str, int]:
@@ -150,17 +159,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from genai.synth.diffusion import SampleConfig, sample_folder
 
     _threads(args)
-    cfg = SampleConfig(per_class=_per_class(args), guidance=args.guidance, steps=args.steps, seed=args.seed)
-    b, update = terminal_bar("image")
-    try:
-        out = sample_folder(args.run, args.out, cfg, progress=update, overwrite=args.overwrite)
-    except KeyboardInterrupt:
-        log.info("stopped; finished images are kept: rerun the same command to resume")
-        raise
-    finally:
-        b.close()
-    print(out)
-    return 0
+    cfg = SampleConfig(per_class=_per_class(args), guidance=args.guidance, steps=args.steps, sampler=args.sampler,
+                       seed=args.seed)
+    return _long("image", "finished images are kept: rerun the same command to resume",
+                 lambda progress, cancel: sample_folder(args.run, args.out, cfg, progress=progress, cancel=cancel,
+                                                        overwrite=args.overwrite))
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
@@ -169,15 +172,10 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
     _threads(args)
     data = load_imagefolder(args.data)
-    b, update = terminal_bar("image")
-    try:
-        out = variants_folder(data, args.run, args.out, copies=args.copies, strength=args.strength,
-                              guidance=args.guidance, steps=args.steps, seed=args.seed, progress=update,
-                              overwrite=args.overwrite)
-    finally:
-        b.close()
-    print(out)
-    return 0
+    return _long("image", "finished images are kept: rerun the same command to resume",
+                 lambda progress, cancel: variants_folder(
+                     data, args.run, args.out, copies=args.copies, strength=args.strength, guidance=args.guidance,
+                     steps=args.steps, seed=args.seed, progress=progress, cancel=cancel, overwrite=args.overwrite))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -196,7 +194,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"{report['synthetic_images']} synthetic vs {report['real_images']} real images ({report['note']})")
         for key in ("fid", "kid", "precision", "recall", "label_fidelity", "memorised_rate", "imbalance"):
-            print(f"  {key:<15} {report[key]:.4f}")
+            value = report[key]
+            print(f"  {key:<15} {'a class has no images' if value is None else f'{value:.4f}'}")
         for name in report["memorised"][:10]:
             print(f"  near-copy of a training image: {name}")
         print("  gates: " + ", ".join(f"{k} {'pass' if v else 'FAIL'}" for k, v in report["gates"].items()))

@@ -7,8 +7,10 @@ what later objects cover; its box is the tight box of what remains. Objects left
 fully hidden are dropped from the labels and counted. Gaussian blending of the alpha edge
 changes the pixels only, never the masks.
 
-:func:`paste` is the pure compositing step (explicit placements); :func:`compose` draws the
-placements from a seeded numpy Generator, so the same seed gives the same dataset.
+:func:`paste` is the pure compositing step (explicit placements); :func:`iter_compose` draws
+the placements from a seeded numpy Generator, so the same seed gives the same images, and
+yields them one at a time (in memory); :func:`compose_dataset` writes them as a COCO or YOLO
+set from folders of cut-outs and backgrounds.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import cv2
 import numpy as np
 
 from genai.errors import InputError
-from genai.images import READ_SUFFIXES, Image, read_image, write_image
+from genai.images import Image, list_images, read_image, write_image
 from genai.paths import atomic_dir
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
-from genai.synth.formats import COCO_JSON, IMAGES, Annotation, Dataset, Sample, write_coco, write_yolo_labels
+from genai.synth.formats import FORMATS, IMAGES, Annotation, Dataset, Sample, write_labels
 
 MASK_SUFFIX = "_mask"  # NAME_mask.png is the mask of NAME.<ext>
 
@@ -50,13 +52,6 @@ class Placement:
     y: int
     scale: float = 1.0
     flip: bool = False
-
-
-@dataclass(frozen=True)
-class Composed:
-    images: list[np.ndarray]
-    dataset: Dataset
-    dropped: int  # objects left out of the labels because later objects hid them
 
 
 def _rgb8(pixels: np.ndarray) -> np.ndarray:
@@ -102,11 +97,6 @@ def _load_cutout(image_file: Path, mask_file: Path | None, category_id: int) -> 
     return Cutout(rgb, alpha, category_id, str(image_file))
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in READ_SUFFIXES
-                  and not f.name.startswith("."))
-
-
 def load_cutouts(folder: Path) -> tuple[list[Cutout], list[dict]]:
     """Cut-outs from ``folder``: one sub-folder per category (its name; ids 1, 2, ... in name
     order) holding RGBA images (alpha = mask) or ``NAME.<ext>`` + ``NAME_mask.png`` pairs.
@@ -124,7 +114,7 @@ def load_cutouts(folder: Path) -> tuple[list[Cutout], list[dict]]:
     categories: list[dict] = []
     for category_id, class_dir in enumerate(class_dirs, start=1):
         categories.append({"id": category_id, "name": class_dir.name})
-        files = _image_files(class_dir)
+        files = list_images(class_dir, recursive=False)
         masks = {f.stem[: -len(MASK_SUFFIX)]: f for f in files if f.stem.endswith(MASK_SUFFIX)}
         images = [f for f in files if not f.stem.endswith(MASK_SUFFIX)]
         for stem, mask_file in masks.items():
@@ -144,8 +134,7 @@ class _ImageFolder(Sequence):
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(f"{folder}: no such folder")
-        self.files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in READ_SUFFIXES
-                            and not f.name.startswith("."))
+        self.files = list_images(folder)
         if not self.files:
             raise InputError(f"{folder}: no images")
 
@@ -220,7 +209,15 @@ def iter_compose(objects: Sequence[Cutout], backgrounds: Sequence[np.ndarray], n
                  flip: bool = True, blend_sigma: float = 0.0, min_visible: float = 0.25, min_pixels: int = 16,
                  seed: int = 0, progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                  ) -> Iterator[tuple[np.ndarray, Sample, int]]:
-    """Compose images one at a time: yields (image, its Sample, objects dropped). See compose."""
+    """Compose ``n_images`` images one at a time, deterministic given ``seed``: yields (image,
+    its Sample, how many objects were dropped).
+
+    Each image: a random background, ``objects_per_image`` (inclusive range) random cut-outs,
+    each scaled by a factor drawn from ``scale``, flipped horizontally with probability 1/2
+    (``flip``) and centred at a random pixel. Objects hidden below ``min_visible`` of their
+    pasted area or ``min_pixels`` are dropped (see paste). ``progress`` is called and
+    ``cancel`` checked once per image.
+    """
     if n_images < 1:
         raise InputError(f"number of images must be at least 1, got {n_images}")
     if not objects:
@@ -251,33 +248,6 @@ def iter_compose(objects: Sequence[Cutout], backgrounds: Sequence[np.ndarray], n
             progress(Progress(i + 1, n_images, "compose"))
 
 
-def compose(objects: Sequence[Cutout], backgrounds: Sequence[np.ndarray], n_images: int, *,
-            categories: list[dict] | None = None, objects_per_image: tuple[int, int] = (1, 4),
-            scale: tuple[float, float] = (0.5, 1.5), flip: bool = True, blend_sigma: float = 0.0,
-            min_visible: float = 0.25, min_pixels: int = 16, seed: int = 0,
-            progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Composed:
-    """``n_images`` composites in memory, deterministic given ``seed``.
-
-    Each image: a random background, ``objects_per_image`` (inclusive range) random cut-outs,
-    each scaled by a factor drawn from ``scale``, flipped horizontally with probability 1/2
-    (``flip``) and centred at a random pixel. ``categories`` defaults to the cut-outs' ids,
-    named by their ids. Objects hidden below ``min_visible`` of their pasted area or
-    ``min_pixels`` are dropped and counted. ``progress`` is called and ``cancel`` checked once
-    per image.
-    """
-    if categories is None:
-        categories = [{"id": c, "name": str(c)} for c in sorted({o.category_id for o in objects})]
-    images, samples, dropped = [], [], 0
-    for image, sample, lost in iter_compose(
-            objects, backgrounds, n_images, objects_per_image=objects_per_image, scale=scale, flip=flip,
-            blend_sigma=blend_sigma, min_visible=min_visible, min_pixels=min_pixels, seed=seed,
-            progress=progress, cancel=cancel):
-        images.append(image)
-        samples.append(sample)
-        dropped += lost
-    return Composed(images, Dataset(categories, samples), dropped)
-
-
 def compose_dataset(objects_dir: Path, backgrounds_dir: Path, out_dir: Path, n: int, *, fmt: str = "coco",
                     objects_per_image: tuple[int, int] = (1, 4), scale: tuple[float, float] = (0.5, 1.5),
                     blend_sigma: float = 0.0, segments: bool = False, seed: int = 0,
@@ -288,8 +258,8 @@ def compose_dataset(objects_dir: Path, backgrounds_dir: Path, out_dir: Path, n: 
     annotations.json) or ``yolo`` (with ``segments``: polygons). Images are written as they
     are made (not held in memory); the folder appears only complete. Returns the dataset and
     the number of hidden objects dropped."""
-    if fmt not in ("coco", "yolo"):
-        raise InputError(f"format {fmt!r}: choose coco or yolo")
+    if fmt not in FORMATS:
+        raise InputError(f"format {fmt!r}: choose {' or '.join(FORMATS)}")
     out_dir = Path(out_dir)
     objects, categories = load_cutouts(objects_dir)
     backgrounds = _ImageFolder(backgrounds_dir)
@@ -302,8 +272,5 @@ def compose_dataset(objects_dir: Path, backgrounds_dir: Path, out_dir: Path, n: 
             samples.append(sample)
             dropped += lost
         dataset = Dataset(categories, samples)
-        if fmt == "coco":
-            write_coco(dataset, tmp / IMAGES, tmp / COCO_JSON)
-        else:
-            write_yolo_labels(dataset, tmp, root=out_dir, segments=segments)
+        write_labels(dataset, tmp, fmt, root=out_dir, segments=segments)
     return dataset, dropped

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from genai.errors import InputError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+log = logging.getLogger("genai.synth")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle_boot"]
@@ -53,6 +55,13 @@ class LabelledImages:
         return LabelledImages(self.images[index], self.labels[index], self.classes,
                               [self.files[i] for i in index], sha256=_hash_arrays(self.images[index], self.labels[index]))
 
+    def relabel(self, classes: list[str]) -> LabelledImages:
+        """The same images with labels in the order of ``classes`` (the same names, another order)."""
+        if sorted(classes) != sorted(self.classes):
+            raise InputError(f"classes {', '.join(self.classes)} are not {', '.join(classes)}")
+        remap = np.array([classes.index(c) for c in self.classes], dtype=np.int64)
+        return LabelledImages(self.images, remap[self.labels], list(classes), self.files, self.sha256)
+
     def per_class(self, k: int, seed: int = 0) -> LabelledImages:
         """``k`` images of every class, drawn without replacement (the few-shot sets)."""
         rng = np.random.default_rng(seed)
@@ -72,75 +81,100 @@ def _hash_arrays(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _open(path: Path, root: Path) -> Image.Image:
-    name = path.relative_to(root.parent)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except UnidentifiedImageError:
-        raise InputError(f"{name}: not an image") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{name}: truncated or corrupt image ({exc})") from None
+def _pixels(path: Path, notes: set[str]) -> np.ndarray:
+    """8-bit gray or RGB pixels of one image (``genai.images.read_image``: EXIF orientation applied,
+    every decoding problem an InputError naming the file)."""
+    from genai.images import read_image
+
+    px = read_image(path).pixels
+    if px.dtype == np.uint16:
+        notes.add("16-bit images were reduced to 8 bits")
+        px = (px >> 8).astype(np.uint8)
+    if px.shape[-1] == 4:
+        notes.add("alpha channels were dropped")
+        px = px[..., :3]
+    return px
 
 
-def load_imagefolder(root: str | Path, *, size: int | None = None) -> LabelledImages:
-    """Read ``root/CLASS/*.png`` (class folders sorted by name give labels 0..K-1).
+def _class_order(root: Path, folders: list[str], classes: list[str] | None) -> list[str]:
+    """Explicit ``classes``, else the ``classes`` of a ``dataset.json`` in ``root`` (what
+    ``genai synth sample`` writes: the generator's order), else the folder names sorted."""
+    if classes is None and (root / "dataset.json").is_file():
+        try:
+            classes = json.loads((root / "dataset.json").read_text()).get("classes")
+        except (json.JSONDecodeError, AttributeError):
+            raise InputError(f"{root / 'dataset.json'}: not valid JSON") from None
+    if classes is None:
+        return folders
+    stray = sorted(set(folders) - set(classes))
+    if stray:
+        raise InputError(f"{root / stray[0]}: not one of the classes ({', '.join(classes)})")
+    return list(classes)
 
-    Every image must have the same size and mode as the first one (``size`` resizes all to
-    ``size x size`` instead); grayscale stays one channel. Errors name the file or folder.
+
+def load_imagefolder(root: str | Path, *, size: int | None = None, classes: list[str] | None = None) -> LabelledImages:
+    """Read ``root/CLASS/**/*.png`` into one array with integer labels.
+
+    Labels follow ``classes`` (or the ``dataset.json`` beside the class folders, or the sorted
+    folder names). Every image must have the size and the colour mode (gray or RGB) of the
+    first one, unless ``size`` resizes all to ``size x size``. Errors name the file or folder.
     """
+    from genai.images import list_images
+
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder (expected one sub-folder of images per class)")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(class_dirs) < 2:
-        found = f"only {class_dirs[0].name!r}" if class_dirs else "none"
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = _class_order(root, folders, classes)
+    if len(names) < 2:
+        found = f"only {names[0]!r}" if names else "none"
         raise InputError(f"{root}: needs at least two class folders (found {found}); "
                          "a generator conditioned on one class has nothing to learn from the label")
-    images, labels, files = [], [], []
-    ref: tuple[str, tuple[int, int], str] | None = None  # (mode, size, file) of the first image
+    images, labels, files, notes = [], [], [], set()
+    ref: tuple[int, tuple[int, int], str] | None = None  # (channels, (h, w), file) of the first image
     h = hashlib.sha256()
-    for label, cdir in enumerate(class_dirs):
-        paths = sorted(p for p in cdir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
+    for label, name in enumerate(names):
+        cdir = root / name
+        paths = list_images(cdir) if cdir.is_dir() else []
+        if cdir.is_dir() and not paths:  # a class without a folder (none sampled) is fine
             raise InputError(f"{cdir}: empty class folder (no .png/.jpg/... images)")
         for path in paths:
-            im = _open(path, root)
-            mode = "L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB"
-            if im.mode not in ("1", "L", "RGB"):
-                im = im.convert(mode)
-            elif im.mode == "1":
-                im = im.convert("L")
             rel = str(path.relative_to(root))
-            if ref is None:
-                ref = (mode, im.size, rel)
-            elif mode != ref[0]:
-                raise InputError(f"{rel}: {'grayscale' if mode == 'L' else 'colour'} image in a "
-                                 f"{'grayscale' if ref[0] == 'L' else 'colour'} set (first image {ref[2]})")
+            px = _pixels(path, notes)
             if size is not None:
-                im = im.resize((size, size), Image.Resampling.LANCZOS)
-            elif im.size != ref[1]:
-                raise InputError(f"{rel}: {im.size[0]}x{im.size[1]} pixels, but {ref[2]} is "
-                                 f"{ref[1][0]}x{ref[1][1]} (use --size N to resize all)")
-            arr = np.asarray(im, dtype=np.uint8)
-            images.append(arr[..., None] if arr.ndim == 2 else arr)
+                mode = "L" if px.shape[-1] == 1 else "RGB"
+                im = Image.fromarray(px[..., 0] if mode == "L" else px, mode).resize((size, size), Image.Resampling.LANCZOS)
+                px = np.asarray(im).reshape(size, size, -1)
+            if ref is None:
+                ref = (px.shape[-1], px.shape[:2], rel)
+            elif px.shape[-1] != ref[0]:
+                kind = {1: "grayscale", 3: "colour"}
+                raise InputError(f"{rel}: {kind[px.shape[-1]]} image in a {kind[ref[0]]} set (first image {ref[2]})")
+            elif px.shape[:2] != ref[1]:
+                raise InputError(f"{rel}: {px.shape[1]}x{px.shape[0]} pixels, but {ref[2]} is "
+                                 f"{ref[1][1]}x{ref[1][0]} (use --size N to resize all)")
+            images.append(px)
             labels.append(label)
             files.append(rel)
             h.update(rel.encode() + b"\0" + path.read_bytes())
-    return LabelledImages(np.stack(images), np.asarray(labels, dtype=np.int64), [d.name for d in class_dirs],
-                          files, sha256=h.hexdigest())
+    if not images:
+        raise InputError(f"{root}: no images")
+    for note in sorted(notes):
+        log.info("%s: %s", root, note)
+    return LabelledImages(np.stack(images), np.asarray(labels, dtype=np.int64), names, files, sha256=h.hexdigest())
 
 
 def _read_idx(path: Path) -> np.ndarray:
     """An MNIST idx file (gzipped): magic, dims, then the unsigned bytes."""
     try:
         raw = gzip.decompress(path.read_bytes())
+        ndim = raw[3]
+        dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
     except FileNotFoundError:
         raise InputError(f"{path}: not found (Debian: apt-get install dataset-fashion-mnist)") from None
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (OSError, EOFError, IndexError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable MNIST idx file ({exc})") from None
 
 
 def load_fashion_mnist(split: str = "train", root: Path = FASHION_MNIST_DIR) -> LabelledImages:

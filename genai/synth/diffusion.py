@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from genai.errors import Cancelled, InputError
 from genai.paths import atomic_path
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
+from genai.registry import sha256_file
 from genai.synth.data import LabelledImages
 
 log = logging.getLogger("genai.synth")
@@ -100,14 +101,6 @@ def from_model_space(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -145,9 +138,11 @@ def train(data: LabelledImages, run: str | Path, cfg: TrainConfig = TrainConfig(
     if len(data.classes) < 2:
         raise InputError("a class-conditional generator needs at least two classes")
     run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise InputError(f"{run}: exists and is not a folder")
     settings = _run_settings(data, cfg)
     if (run / RUN_JSON).exists() and not overwrite:
-        old = json.loads((run / RUN_JSON).read_text())
+        old = read_json(run / RUN_JSON)
         if old != settings:
             changed = sorted(k for k in settings if old.get(k) != settings[k])
             raise InputError(f"{run}: holds a run with other {', '.join(changed)}; "
@@ -211,8 +206,8 @@ def train(data: LabelledImages, run: str | Path, cfg: TrainConfig = TrainConfig(
             if st.step % cfg.checkpoint_every == 0 or st.step == cfg.steps:
                 _save_checkpoint(run, st)
                 log.debug("step %d: loss %.4f", st.step, float(np.mean(st.losses[-cfg.checkpoint_every:])))
-    except (Cancelled, KeyboardInterrupt):
-        _save_checkpoint(run, st)
+    except Cancelled:  # checked between steps: the state is whole, save it (an exception mid-step keeps
+        _save_checkpoint(run, st)  # the last periodic checkpoint instead, which is)
         raise
 
     st.ema.copy_to(model.parameters())  # sample from the EMA weights
@@ -230,6 +225,13 @@ def _write_generator(run: Path, model: torch.nn.Module, ucfg: dict, cfg: TrainCo
             "channels": data.channels, "weights_sha256": sha256_file(run / WEIGHTS)}
     with atomic_path(run / MODEL_JSON) as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc})") from None
 
 
 def _smooth(values: list[float], window: int) -> np.ndarray:
@@ -269,7 +271,7 @@ def plot_curve(values: list[float], path: Path, title: str) -> None:
 
 
 def _write_card(run: Path, data: LabelledImages, cfg: TrainConfig, losses: list[float], *, seconds: float) -> None:
-    meta = json.loads((run / MODEL_JSON).read_text())
+    meta = read_json(run / MODEL_JSON)
     plot_curve(losses, run / "loss.png", "training loss (noise-prediction MSE)")
     tail = float(np.mean(losses[-max(1, len(losses) // 20):]))
     n_params = sum(int(np.prod(s)) for s in _param_shapes(meta["unet"]))
@@ -312,25 +314,51 @@ def _param_shapes(ucfg: dict):
 
 # --------------------------------------------------------------------------- sampling
 
+# The samplers a generator can use, chosen by name (diffusers schedulers built ``from_config``
+# of the training schedule). DPM-Solver++: dynamic thresholding (Imagen) keeps each step's
+# clean-image estimate in range, and the clipped lambda skips the cosine schedule's last
+# steps, where alpha ~ 0 amplifies any error of the network; without both, a small
+# generator's samples come out as noise. DDIM clips its estimate itself (clip_sample).
+SAMPLERS = {
+    "dpmsolver++": ("DPMSolverMultistepScheduler", {"thresholding": True, "sample_max_value": 1.0,
+                                                    "lambda_min_clipped": -5.1}),
+    "ddim": ("DDIMScheduler", {"clip_sample": True}),
+}
+
+
+def make_sampler(name: str, training_config: dict):
+    import diffusers
+
+    if name not in SAMPLERS:
+        raise InputError(f"unknown sampler {name!r} (one of {', '.join(SAMPLERS)})")
+    cls, options = SAMPLERS[name]
+    return getattr(diffusers, cls).from_config({**training_config, **options})
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    run: Path
+    device: str = "cpu"
+
 
 class SynthGenerator:
     """A trained generator: holds the weights only; every call builds its own scheduler."""
 
-    def __init__(self, *, run: str | Path, device: str = "cpu") -> None:
+    def __init__(self, *, config: GeneratorConfig) -> None:
         from safetensors.torch import load_file
 
-        self.run = Path(run)
+        self.run = Path(config.run)
         if not (self.run / WEIGHTS).exists() or not (self.run / MODEL_JSON).exists():
             what = "is not finished (rerun genai synth train to resume)" if (self.run / CHECKPOINT).exists() \
                 else "is not a trained generator (no generator.safetensors)"
             raise InputError(f"{self.run}: {what}")
-        self.meta = json.loads((self.run / MODEL_JSON).read_text())
+        self.meta = read_json(self.run / MODEL_JSON)
         digest = sha256_file(self.run / WEIGHTS)
-        if digest != self.meta["weights_sha256"]:
+        if digest != self.meta.get("weights_sha256"):
             raise InputError(f"{self.run / WEIGHTS}: sha256 {digest[:12]}... does not match model.json")
         self.classes: list[str] = self.meta["classes"]
         self.size: tuple[int, int] = tuple(self.meta["size"])
-        self.device = torch.device(device)
+        self.device = torch.device(config.device)
         self.model = _unet(self.meta["unet"])
         self.model.load_state_dict(load_file(self.run / WEIGHTS))
         self.model.to(self.device, memory_format=torch.channels_last).eval()
@@ -342,9 +370,10 @@ class SynthGenerator:
 
     def _eps(self, x: torch.Tensor, t, y: torch.Tensor, guidance: float) -> torch.Tensor:
         """Classifier-free guidance: eps_u + w (eps_c - eps_u), both halves in one batch."""
-        null = torch.full_like(y, len(self.classes))
+        x = x.contiguous(memory_format=torch.channels_last)
         if guidance == 1.0:
             return self.model(x, t, class_labels=y).sample
+        null = torch.full_like(y, len(self.classes))
         both = self.model(torch.cat([x, x]), t, class_labels=torch.cat([y, null])).sample
         cond, uncond = both.chunk(2)
         return uncond + guidance * (cond - uncond)
@@ -358,31 +387,28 @@ class SynthGenerator:
     def _noise(self, seeds) -> torch.Tensor:
         c = int(self.meta["channels"])
         return torch.stack([torch.randn((c, self.side, self.side), generator=torch.Generator().manual_seed(int(s)))
-                            for s in seeds])
+                            for s in seeds]).to(self.device)
+
+    def _denoise(self, x: torch.Tensor, y: torch.Tensor, sched, timesteps, guidance: float, cancel) -> np.ndarray:
+        for t in timesteps:
+            check_cancel(cancel)
+            x = sched.step(self._eps(x, t, y, guidance), t, x).prev_sample
+        return from_model_space(x, self.size)
 
     @torch.inference_mode()
-    def sample(self, labels, *, seeds, guidance: float = 2.0, steps: int = 25, batch_size: int = 128,
-               progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
+    def sample(self, labels, *, seeds, guidance: float = 2.0, steps: int = 25, sampler: str = "dpmsolver++",
+               batch_size: int = 128, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
         """One image per label, each from its own seed (so any subset can be remade exactly)."""
-        from diffusers import DPMSolverMultistepScheduler
-
         y_all = self._labels(labels)
         if len(seeds) != len(y_all):
             raise ValueError("one seed per label")
         out = []
         for start in range(0, len(y_all), batch_size):
-            y = y_all[start:start + batch_size].to(self.device)
-            x = self._noise(seeds[start:start + batch_size]).to(self.device)
-            # Dynamic thresholding (Imagen) keeps each step's clean-image estimate in range, and the clipped
-            # lambda skips the cosine schedule's last steps, where alpha ~ 0 amplifies any error of the
-            # network: without both, DPM-Solver++ turns a small generator's samples into noise.
-            sched = DPMSolverMultistepScheduler(**self.meta["scheduler"], thresholding=True, sample_max_value=1.0,
-                                                lambda_min_clipped=-5.1)
+            sched = make_sampler(sampler, self.meta["scheduler"])
             sched.set_timesteps(steps)
-            for t in sched.timesteps:
-                check_cancel(cancel)
-                x = sched.step(self._eps(x.contiguous(memory_format=torch.channels_last), t, y, guidance), t, x).prev_sample
-            out.append(from_model_space(x, self.size))
+            x = self._noise(seeds[start:start + batch_size]) * sched.init_noise_sigma
+            out.append(self._denoise(x, y_all[start:start + batch_size].to(self.device), sched, sched.timesteps,
+                                     guidance, cancel))
             if progress:
                 progress(Progress(min(start + batch_size, len(y_all)), len(y_all), "sample"))
         return np.concatenate(out) if out else np.zeros((0, *self.size, self.meta["channels"]), np.uint8)
@@ -392,8 +418,6 @@ class SynthGenerator:
                  steps: int = 50, batch_size: int = 128, progress: ProgressFn | None = None,
                  cancel: CancelFn | None = None) -> np.ndarray:
         """Image-to-image: noise each real image to ``strength`` (0..1), denoise it with its label (DDIM)."""
-        from diffusers import DDIMScheduler
-
         if not 0 < strength <= 1:
             raise InputError(f"--strength must be in (0, 1], got {strength}")
         if tuple(images.shape[1:3]) != self.size or images.shape[-1] != self.meta["channels"]:
@@ -402,17 +426,14 @@ class SynthGenerator:
         y_all = self._labels(labels)
         out = []
         for start in range(0, len(y_all), batch_size):
-            y = y_all[start:start + batch_size].to(self.device)
-            x0 = to_model_space(images[start:start + batch_size], self.side).to(self.device)
-            sched = DDIMScheduler(**self.meta["scheduler"])
+            sched = make_sampler("ddim", self.meta["scheduler"])
             sched.set_timesteps(steps)
             keep = max(1, min(steps, round(steps * strength)))
             timesteps = sched.timesteps[steps - keep:]
-            x = sched.add_noise(x0, self._noise(seeds[start:start + batch_size]).to(self.device), timesteps[:1])
-            for t in timesteps:
-                check_cancel(cancel)
-                x = sched.step(self._eps(x.contiguous(memory_format=torch.channels_last), t, y, guidance), t, x).prev_sample
-            out.append(from_model_space(x, self.size))
+            x0 = to_model_space(images[start:start + batch_size], self.side).to(self.device)
+            x = sched.add_noise(x0, self._noise(seeds[start:start + batch_size]), timesteps[:1])
+            out.append(self._denoise(x, y_all[start:start + batch_size].to(self.device), sched, timesteps,
+                                     guidance, cancel))
             if progress:
                 progress(Progress(min(start + batch_size, len(y_all)), len(y_all), "variants"))
         return np.concatenate(out)
@@ -426,26 +447,59 @@ class SampleConfig:
     per_class: int | dict[str, int] = 100
     guidance: float = 2.0
     steps: int = 25
+    sampler: str = "dpmsolver++"
     seed: int = 0
     batch_size: int = 128
 
 
-def _work_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.genai-work"
+class _Work:
+    """A resumable output folder: work goes into ``.OUT.genai-work`` beside ``out`` with the
+    parameters that fix every image (``params.json``); a rerun with the same parameters goes on
+    there, other parameters are refused (or, with ``overwrite``, start again). ``out`` appears
+    (or replaces the old one, with ``overwrite``) only when complete."""
 
+    def __init__(self, out: Path, params: dict, overwrite: bool) -> None:
+        import shutil
 
-def _finish_folder(work: Path, out: Path, card: dict, title: str) -> Path:
-    with atomic_path(work / "dataset.json") as tmp:
-        tmp.write_text(json.dumps(card, indent=2))
-    counts = "\n".join(f"| {c} | {n} |" for c, n in card["class_counts"].items())
-    params = "\n".join(f"- {k}: `{v}`" for k, v in card["parameters"].items())
-    with atomic_path(work / "DATASET_CARD.md") as tmp:
-        tmp.write_text(f"# {title}\n\nMade by `genai synth` {card['genai_version']} from the generator "
-                       f"`{card['generator']}` (weights sha256 `{card['weights_sha256']}`).\n\n"
-                       f"Parameters:\n{params}\n\nSeeds: {card['seeds']}\n\n| class | images |\n|---|---|\n{counts}\n\n"
-                       "These images are synthetic: keep them out of any test or validation set.\n")
-    work.rename(out)
-    return out
+        self.out, self.dir = Path(out), Path(out).parent / f".{Path(out).name}.genai-work"
+        if self.out.exists() and not overwrite:
+            raise InputError(f"{self.out}: exists (use --overwrite to replace it)")
+        stamp = self.dir / "params.json"
+        if self.dir.exists() and (overwrite or not stamp.exists() or read_json(stamp) != params):
+            if not overwrite:
+                raise InputError(f"{self.dir}: holds an unfinished run with other parameters "
+                                 "(use the same ones to resume, or --overwrite to start again)")
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not stamp.exists():
+            with atomic_path(stamp) as tmp:
+                tmp.write_text(json.dumps(params, indent=2))
+
+    def missing(self, rel_paths: list[str]) -> list[int]:
+        return [i for i, rel in enumerate(rel_paths) if not (self.dir / rel).exists()]
+
+    def finish(self, card: dict, title: str) -> Path:
+        import shutil
+
+        (self.dir / "params.json").unlink()
+        with atomic_path(self.dir / "dataset.json") as tmp:
+            tmp.write_text(json.dumps(card, indent=2))
+        counts = "\n".join(f"| {c} | {n} |" for c, n in card["class_counts"].items())
+        params = "\n".join(f"- {k}: `{v}`" for k, v in card["parameters"].items())
+        with atomic_path(self.dir / "DATASET_CARD.md") as tmp:
+            tmp.write_text(f"# {title}\n\nMade by `genai synth` {card['genai_version']} from the generator "
+                           f"`{card['generator']}` (weights sha256 `{card['weights_sha256']}`).\n\n"
+                           f"Parameters:\n{params}\n\nSeeds: {card['seeds']}\n\n| class | images |\n|---|---|\n"
+                           f"{counts}\n\nThese images are synthetic: keep them out of any test or validation set.\n")
+        old = None
+        if self.out.exists():  # --overwrite: the old set goes only now that the new one is complete
+            old = self.out.parent / f".{self.out.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            self.out.rename(old)
+        self.dir.rename(self.out)
+        if old is not None:
+            shutil.rmtree(old)
+        return self.out
 
 
 def _genai_version() -> str:
@@ -457,96 +511,90 @@ def _genai_version() -> str:
         return "unknown"
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not overwrite:
-            raise InputError(f"{out}: exists (use --overwrite to replace it)")
-        import shutil
-
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+def _card(gen: SynthGenerator, kind: str, parameters: dict, seeds: list[int], counts: dict[str, int]) -> dict:
+    return {"generator": str(gen.run.resolve()), "weights_sha256": gen.weights_sha256,
+            "genai_version": _genai_version(), "kind": kind, "classes": gen.classes, "parameters": parameters,
+            "seeds": f"{seeds[0]}..{seeds[-1]} (image i has seed {seeds[0]} + i)" if seeds else "none",
+            "class_counts": counts}
 
 
 def sample_folder(run: str | Path, out: str | Path, cfg: SampleConfig = SampleConfig(), *,
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                   overwrite: bool = False, device: str = "cpu") -> Path:
-    """Write ``out/CLASS/NNNNNNNN.png`` (the file name is the image's seed) with a dataset card.
+    """Write ``out/CLASS/NNNNNNNN.png`` (the file name is the image's seed) with a dataset card
+    (``dataset.json`` lists the classes in the generator's order: ``load_imagefolder`` uses it).
 
-    Work goes into ``.OUT.genai-work`` beside ``out``; an interrupted run resumes there (every
-    image is fixed by its seed), and ``out`` appears only when complete.
+    Resumable (see ``_Work``): every image is fixed by its seed, so a rerun makes the missing ones.
     """
     from genai.synth.data import write_imagefolder
 
-    out = Path(out)
-    _check_out(out, overwrite)
-    gen = SynthGenerator(run=run, device=device)
+    gen = SynthGenerator(config=GeneratorConfig(run=Path(run), device=device))
     per_class = cfg.per_class if isinstance(cfg.per_class, dict) else {c: cfg.per_class for c in gen.classes}
     unknown = sorted(set(per_class) - set(gen.classes))
     if unknown:
         raise InputError(f"unknown class {', '.join(map(repr, unknown))} (the generator has {', '.join(gen.classes)})")
     if any(n < 0 for n in per_class.values()):
         raise InputError("per-class counts must be >= 0")
-    labels = np.concatenate([np.full(per_class.get(c, 0), i) for i, c in enumerate(gen.classes)]).astype(np.int64)
+    if cfg.sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler {cfg.sampler!r} (one of {', '.join(SAMPLERS)})")
+    counts = {c: int(per_class.get(c, 0)) for c in gen.classes}
+    labels = np.concatenate([np.full(counts[c], i) for i, c in enumerate(gen.classes)]).astype(np.int64)
     seeds = [cfg.seed + i for i in range(len(labels))]
-    work = _work_dir(out)
+    parameters = {"guidance": cfg.guidance, "steps": cfg.steps, "sampler": cfg.sampler, "seed": cfg.seed}
+    work = _Work(Path(out), {**parameters, "counts": counts, "weights_sha256": gen.weights_sha256}, overwrite)
     names = [f"{s:08d}" for s in seeds]
-    todo = [i for i in range(len(labels)) if not (work / gen.classes[labels[i]] / f"{names[i]}.png").exists()]
-    if len(todo) < len(labels):
-        log.info("%s: resuming, %d of %d images already made", out, len(labels) - len(todo), len(labels))
+    todo = work.missing([f"{gen.classes[labels[i]]}/{names[i]}.png" for i in range(len(labels))])
     done0 = len(labels) - len(todo)
-    chunk = cfg.batch_size
-    for start in range(0, len(todo), chunk):  # write each batch as it is made: a stop loses one batch at most
-        part = todo[start:start + chunk]
+    if done0:
+        log.info("%s: resuming, %d of %d images already made", out, done0, len(labels))
+    for start in range(0, len(todo), cfg.batch_size):  # written batch by batch: a stop loses one batch at most
+        part = todo[start:start + cfg.batch_size]
         imgs = gen.sample(labels[part], seeds=[seeds[i] for i in part], guidance=cfg.guidance, steps=cfg.steps,
-                          batch_size=chunk, cancel=cancel)
-        write_imagefolder(work, imgs, labels[part], gen.classes, [names[i] for i in part])
+                          sampler=cfg.sampler, batch_size=cfg.batch_size, cancel=cancel)
+        write_imagefolder(work.dir, imgs, labels[part], gen.classes, [names[i] for i in part])
         if progress:
             progress(Progress(done0 + start + len(part), len(labels), "sample"))
-    card = {"generator": str(Path(run).resolve()), "weights_sha256": gen.weights_sha256,
-            "genai_version": _genai_version(), "kind": "samples",
-            "parameters": {"guidance": cfg.guidance, "steps": cfg.steps, "scheduler": "DPMSolverMultistepScheduler",
-                           "seed": cfg.seed},
-            "seeds": f"{seeds[0]}..{seeds[-1]} (image i has seed {cfg.seed} + i; the file name is its seed)"
-            if seeds else "none",
-            "class_counts": {c: int(per_class.get(c, 0)) for c in gen.classes}}
-    work.mkdir(parents=True, exist_ok=True)
-    return _finish_folder(work, out, card, "Synthetic dataset")
+    return work.finish(_card(gen, "samples", parameters, seeds, counts), "Synthetic dataset")
 
 
 def variants_folder(data: LabelledImages, run: str | Path, out: str | Path, *, copies: int = 4,
                     strength: float = 0.5, guidance: float = 2.0, steps: int = 50, seed: int = 0,
                     progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                     overwrite: bool = False, device: str = "cpu") -> Path:
-    """``copies`` label-keeping variants of every real image (``out/CLASS/SOURCE_vK.png``), resumable."""
+    """``copies`` label-keeping variants of every real image, ``out/CLASS/SOURCE_vK.png`` (SOURCE:
+    the image's path inside its class folder, ``/`` as ``__``), resumable like ``sample_folder``."""
     from genai.synth.data import write_imagefolder
 
-    out = Path(out)
-    _check_out(out, overwrite)
-    gen = SynthGenerator(run=run, device=device)
-    if data.classes != gen.classes:
+    gen = SynthGenerator(config=GeneratorConfig(run=Path(run), device=device))
+    if sorted(data.classes) != sorted(gen.classes):
         raise InputError(f"the data's classes ({', '.join(data.classes)}) are not the generator's "
                          f"({', '.join(gen.classes)})")
+    data = data.relabel(gen.classes)
     if copies < 1:
         raise InputError(f"--copies must be at least 1, got {copies}")
+    stems = ["__".join(Path(f).with_suffix("").parts[1:]) for f in data.files]
+    seen: dict[tuple[int, str], str] = {}
+    for f, stem, label in zip(data.files, stems, data.labels, strict=True):
+        if (label, stem) in seen:
+            raise InputError(f"{f} and {seen[label, stem]} would make variants of the same name: rename one")
+        seen[label, stem] = f
     src = np.repeat(np.arange(len(data)), copies)
     seeds = [seed + i for i in range(len(src))]
-    stems = [Path(f).stem for f in data.files]
     names = [f"{stems[j]}_v{i % copies}" for i, j in enumerate(src)]
-    work = _work_dir(out)
-    todo = [i for i in range(len(src)) if not (work / data.classes[data.labels[src[i]]] / f"{names[i]}.png").exists()]
+    parameters = {"copies": copies, "strength": strength, "guidance": guidance, "steps": steps, "sampler": "ddim",
+                  "seed": seed}
+    work = _Work(Path(out), {**parameters, "source_sha256": data.sha256, "weights_sha256": gen.weights_sha256},
+                 overwrite)
+    todo = work.missing([f"{gen.classes[data.labels[j]]}/{names[i]}.png" for i, j in enumerate(src)])
     done0 = len(src) - len(todo)
     for start in range(0, len(todo), 128):
         part = todo[start:start + 128]
         j = src[part]
         imgs = gen.variants(data.images[j], data.labels[j], seeds=[seeds[i] for i in part], strength=strength,
                             guidance=guidance, steps=steps, cancel=cancel)
-        write_imagefolder(work, imgs, data.labels[j], data.classes, [names[i] for i in part])
+        write_imagefolder(work.dir, imgs, data.labels[j], gen.classes, [names[i] for i in part])
         if progress:
             progress(Progress(done0 + start + len(part), len(src), "variants"))
-    card = {"generator": str(Path(run).resolve()), "weights_sha256": gen.weights_sha256,
-            "genai_version": _genai_version(), "kind": "variants", "source_sha256": data.sha256,
-            "parameters": {"copies": copies, "strength": strength, "guidance": guidance, "steps": steps,
-                           "scheduler": "DDIMScheduler", "seed": seed},
-            "seeds": f"{seed}..{seed + len(src) - 1}" if len(src) else "none",
-            "class_counts": {c: int(n) * copies for c, n in data.counts().items()}}
-    work.mkdir(parents=True, exist_ok=True)
-    return _finish_folder(work, out, card, "Generative augmentation (image-to-image variants)")
+    card = _card(gen, "variants", parameters, seeds, {c: int(n) * copies for c, n in data.counts().items()})
+    card["source_sha256"] = data.sha256
+    return work.finish(card, "Generative augmentation (image-to-image variants)")

@@ -12,7 +12,8 @@ Conventions:
 * readers raise :class:`~genai.errors.InputError` with one line naming the file and the
   reason; a box overhanging its image by at most 1 px is clipped, further is an error;
 * writers never emit a zero-area annotation, and a dataset folder appears only complete
-  (:func:`genai.paths.atomic_dir`).
+  (:func:`genai.paths.atomic_dir`); two images YOLO would label in one file (``a.jpg``,
+  ``a.png``) are an InputError naming both.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ import json
 import logging
 import math
 import shutil
+import struct
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -32,7 +36,7 @@ from PIL import UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from genai.errors import InputError
-from genai.images import READ_SUFFIXES
+from genai.images import list_images
 from genai.paths import atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,7 @@ COCO_JSON = "annotations.json"  # the COCO layout: images/ + annotations.json
 IMAGES = "images"
 LABELS = "labels"
 DATA_YAML = "data.yaml"
+FORMATS = ("coco", "yolo")
 OVERHANG_PX = 1.0  # a box may stick out of its image by this much; it is clipped
 
 
@@ -126,18 +131,20 @@ def _check_categories(categories: list[dict]) -> dict[int, int]:
     return index
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """Width and height of an image file as it is shown (EXIF rotations swap them), from its header."""
+def image_size(path: Path, *, upright: bool = True) -> tuple[int, int]:
+    """Width and height of an image file from its header; InputError naming the file if it is
+    not a readable image. ``upright``: as it is shown (EXIF rotations swap them; Pillow looks
+    for a PNG's EXIF after its pixels, so that decodes a PNG)."""
     try:
         with PILImage.open(path) as im:
             w, h = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            if upright and im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
                 w, h = h, w
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image (unrecognised format)") from None
-    except OSError as exc:
+    except (OSError, ValueError, SyntaxError, struct.error, zlib.error, PILImage.DecompressionBombError) as exc:
         raise InputError(f"{path}: cannot be read ({exc})") from None
     return w, h
 
@@ -241,10 +248,10 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> Dataset:
     """
     json_path = Path(json_path)
     try:
-        doc = json.loads(json_path.read_text())
+        doc = json.loads(json_path.read_bytes())
     except FileNotFoundError:
         raise InputError(f"{json_path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too long an int
         raise InputError(f"{json_path}: not valid JSON ({exc})") from None
     except OSError as exc:
         raise InputError(f"{json_path}: cannot be read ({exc.strerror or exc})") from None
@@ -283,6 +290,8 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> Dataset:
         name = im.get("file_name")
         if not isinstance(name, str) or not name:
             fail(f"image {iid} has no file_name")
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+            fail(f"image {iid}: file_name {name!r} must be a path inside the images folder")
         if name in names:
             fail(f"image {iid}: file_name {name!r} is also another image's")
         for key in ("width", "height"):
@@ -295,7 +304,7 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> Dataset:
             sample.path = Path(images_dir) / name
             if not sample.path.is_file():
                 fail(f"image {iid}: {sample.path} not found")
-            size = _image_size(sample.path)
+            size = image_size(sample.path)
             if size != (sample.width, sample.height):
                 fail(f"image {iid} ({name}) is {sample.width}x{sample.height} here but the file is "
                      f"{size[0]}x{size[1]}")
@@ -334,7 +343,7 @@ def read_coco(json_path: Path, images_dir: Path | None = None) -> Dataset:
                 fail(f"{where}: segmentation is empty")
         keypoints = a.get("keypoints")
         if keypoints is not None and not (isinstance(keypoints, list) and len(keypoints) % 3 == 0 and all(
-                isinstance(v, (int, float)) for v in keypoints)):
+                isinstance(v, (int, float)) and math.isfinite(v) for v in keypoints)):
             fail(f"{where}: keypoints are not [x, y, visibility] triples")
         sample.annotations.append(Annotation(cid, fitted, mask, keypoints, bool(a.get("iscrowd", 0))))
     return Dataset(categories, list(samples.values()))
@@ -355,6 +364,23 @@ def _polygon(mask: np.ndarray) -> np.ndarray | None:
     return largest if len(largest) >= 3 else None
 
 
+def _source(sample: Sample) -> str:
+    """The sample's image file for a message: where it is, else its name."""
+    return str(sample.path or sample.file_name)
+
+
+def check_yolo_names(samples: Sequence[Sample]) -> None:
+    """YOLO names a label file after its image without the extension: InputError naming both
+    images if two would share one (``a.jpg`` and ``a.png``)."""
+    owner: dict[str, Sample] = {}
+    for s in samples:
+        stem = PurePosixPath(s.file_name).with_suffix("").as_posix()
+        if stem in owner:
+            raise InputError(f"{_source(owner[stem])} and {_source(s)}: both would be labelled in {LABELS}/{stem}.txt "
+                             "(YOLO names a label file after its image without the extension); rename one")
+        owner[stem] = s
+
+
 def write_yolo_labels(dataset: Dataset, folder: Path, *, root: Path | None = None, segments: bool = False) -> None:
     """Fill ``folder`` (the Ultralytics layout) in place: ``images/``, ``labels/<stem>.txt`` and
     ``data.yaml`` whose ``path`` is ``root`` (where the folder will finally be; default ``folder``).
@@ -366,6 +392,7 @@ def write_yolo_labels(dataset: Dataset, folder: Path, *, root: Path | None = Non
     """
     folder = Path(folder)
     index = _check_categories(dataset.categories)
+    check_yolo_names(dataset.samples)
     _place_images(dataset, folder / IMAGES)
     crowd = 0
     for s in dataset.samples:
@@ -392,8 +419,6 @@ def write_yolo_labels(dataset: Dataset, folder: Path, *, root: Path | None = Non
                 lines.append(f"{cls} {(x + w / 2) / s.width:.6f} {(y + h / 2) / s.height:.6f} "
                              f"{w / s.width:.6f} {h / s.height:.6f}")
         label = (folder / LABELS / s.file_name).with_suffix(".txt")
-        if label.exists():
-            raise ValueError(f"{s.file_name}: another image has the same name with another extension ({label.name})")
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text("".join(line + "\n" for line in lines))
     if crowd:
@@ -405,10 +430,7 @@ def write_yolo_labels(dataset: Dataset, folder: Path, *, root: Path | None = Non
 
 def write_yolo(dataset: Dataset, out_dir: Path, *, segments: bool = False, overwrite: bool = False) -> Path:
     """Write ``dataset`` as an Ultralytics folder that appears only complete (see write_yolo_labels)."""
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        write_yolo_labels(dataset, tmp, root=out_dir, segments=segments)
-    return out_dir
+    return write_dataset(dataset, out_dir, "yolo", segments=segments, overwrite=overwrite)
 
 
 def _yolo_names(path: Path) -> list[str]:
@@ -418,8 +440,10 @@ def _yolo_names(path: Path) -> list[str]:
         raise InputError(f"{path}: no such file (a YOLO folder needs its {DATA_YAML})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     names = data.get("names") if isinstance(data, dict) else None
-    if isinstance(names, dict) and sorted(names) == list(range(len(names))):
+    if isinstance(names, dict) and set(names) == set(range(len(names))):
         names = [names[i] for i in range(len(names))]
     if not (isinstance(names, list) and names and all(isinstance(n, (str, int)) for n in names)):
         raise InputError(f"{path}: 'names' must be a list or a {{0: name, 1: name, ...}} mapping")
@@ -471,13 +495,12 @@ def read_yolo(folder: Path) -> Dataset:
     folder = Path(folder)
     names = _yolo_names(folder / DATA_YAML)
     images_dir = folder / IMAGES
-    files = sorted(f for f in images_dir.rglob("*") if f.is_file() and f.suffix.lower() in READ_SUFFIXES
-                   and not f.name.startswith("."))
+    files = list_images(images_dir) if images_dir.is_dir() else []
     if not files:
         raise InputError(f"{images_dir}: no images")
     samples = []
     for f in files:
-        width, height = _image_size(f)
+        width, height = image_size(f)
         rel = f.relative_to(images_dir)
         sample = Sample(rel.as_posix(), width, height, path=f)
         label = (folder / LABELS / rel).with_suffix(".txt")
@@ -499,14 +522,24 @@ def read_yolo(folder: Path) -> Dataset:
 # --------------------------------------------------------------------------- either
 
 
+def dataset_format(path: Path) -> str | None:
+    """``yolo`` for a folder holding ``data.yaml``, ``coco`` for a ``.json`` file or a folder
+    holding ``annotations.json``, None for anything else (an ImageFolder, say)."""
+    path = Path(path)
+    if path.is_dir():
+        return "yolo" if (path / DATA_YAML).is_file() else "coco" if (path / COCO_JSON).is_file() else None
+    return "coco" if path.is_file() and path.suffix.lower() == ".json" else None
+
+
 def read_dataset(path: Path, images_dir: Path | None = None) -> Dataset:
     """A COCO JSON file (images in ``images_dir``, default: an ``images`` folder beside it, else
     its folder), a folder holding ``annotations.json``, or a YOLO folder (``data.yaml``)."""
     path = Path(path)
     if path.is_dir():
-        if (path / DATA_YAML).is_file():
+        fmt = dataset_format(path)
+        if fmt == "yolo":
             return read_yolo(path)
-        if (path / COCO_JSON).is_file():
+        if fmt == "coco":
             return read_coco(path / COCO_JSON, images_dir or path / IMAGES)
         raise InputError(f"{path}: neither a YOLO folder ({DATA_YAML}) nor a COCO folder ({COCO_JSON})")
     if not path.is_file():
@@ -516,14 +549,25 @@ def read_dataset(path: Path, images_dir: Path | None = None) -> Dataset:
     return read_coco(path, images_dir)
 
 
+def write_labels(dataset: Dataset, folder: Path, fmt: str, *, root: Path | None = None,
+                 segments: bool = False) -> None:
+    """Fill ``folder`` in place as ``coco`` (images/ + annotations.json) or ``yolo`` (see
+    write_yolo_labels for ``root`` and ``segments``): for writers that put their own images
+    in ``folder`` first, inside their own atomic_dir."""
+    if fmt == "coco":
+        write_coco(dataset, Path(folder) / IMAGES, Path(folder) / COCO_JSON)
+    elif fmt == "yolo":
+        write_yolo_labels(dataset, folder, root=root, segments=segments)
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+
+
 def write_dataset(dataset: Dataset, out_dir: Path, fmt: str, *, segments: bool = False,
                   overwrite: bool = False) -> Path:
     """Write a folder that appears only complete: ``coco`` (images/ + annotations.json) or ``yolo``."""
     out_dir = Path(out_dir)
-    if fmt == "yolo":
-        return write_yolo(dataset, out_dir, segments=segments, overwrite=overwrite)
-    if fmt != "coco":
+    if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        write_coco(dataset, tmp / IMAGES, tmp / COCO_JSON)
+        write_labels(dataset, tmp, fmt, root=out_dir, segments=segments)
     return out_dir

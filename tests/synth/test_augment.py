@@ -1,8 +1,11 @@
-"""Augmentation keeps labels on the pixels; Real-ESRGAN degradations; folders in and out, resumable."""
+"""Augmentation keeps labels on the pixels; Real-ESRGAN degradations; folders in and out, resumable;
+COCO/YOLO sets in and out, read back with pycocotools."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from pathlib import Path
 
 import cv2
@@ -10,16 +13,20 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from pycocotools.coco import COCO
+from scipy import ndimage
 from skimage.filters import threshold_otsu
+from skimage.measure import label, regionprops
 from torchvision.transforms import v2
 
 from genai.errors import Cancelled, InputError
 from genai.images import Image, read_image, write_image
 from genai.synth.augment import (
-    DegradationConfig, DegradationStage, FolderOptions, augment_folder, augment_sample, blur_kernel, degrade, outputs,
-    sinc_kernel,
+    DegradationConfig, DegradationStage, FolderOptions, augment_dataset, augment_folder, augment_sample, blur_kernel,
+    degrade, outputs, sinc_kernel,
 )
 from genai.synth.cli_augment import register
+from genai.synth.formats import Annotation, Dataset, Sample, read_dataset, read_yolo, write_coco, write_yolo
 
 H, W = 480, 640
 HORSE, SPECK = 7, 3  # labels
@@ -114,6 +121,22 @@ def test_sanitize_drops_boxes_with_their_labels_masks_and_keypoints(scene):
         assert HORSE in t["labels"]
         dropped += SPECK not in t["labels"]
     assert 0 < dropped < 8
+
+
+def test_classification_flips_only_with_hflip(scene):
+    """The horse's leftmost point (keypoint 0) ends up right of its rightmost one only when flipped
+    (on a quarter-size scene, without its mask: this is about the transform, not the pixels)."""
+    image, target = scene
+    small = np.ascontiguousarray(image[::4, ::4])
+    horse = {"boxes": target["boxes"][:1] / 4, "labels": target["labels"][:1], "keypoints": target["keypoints"][:1] / 4}
+
+    def flips(hflip: bool | None) -> int:
+        moved = [augment_sample(small, horse, preset="classification", hflip=hflip, seed=seed)[1]["keypoints"][0]
+                 for seed in range(8)]
+        return sum(int(k[0, 0] > k[1, 0]) for k in moved)
+
+    assert flips(None) == 0  # off by default for classification
+    assert 0 < flips(True) < 8
 
 
 def test_augmentation_is_deterministic_by_seed_and_leaves_torch_rng_alone(scene):
@@ -220,12 +243,15 @@ def test_degrade_folder_writes_hr_lr_pairs(tmp_path):
         assert lr.shape == (hr.shape[0] // 4, hr.shape[1] // 4, hr.shape[2])
 
 
-def test_an_unreadable_image_is_named(tmp_path):
+def test_an_unreadable_last_image_is_named_before_anything_is_written(tmp_path):
     src = make_imagefolder(tmp_path / "src")
-    (src / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(InputError, match="broken.png") as err:
+    broken = src / "zebra" / "zz.png"  # the last file in order
+    broken.parent.mkdir()
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(InputError, match=f"^{broken}: ") as err:
         augment_folder(src, tmp_path / "out", copies=1)
     assert "\n" not in str(err.value)
+    assert not list((tmp_path / "out").rglob("*.*"))
 
 
 def test_bad_folders_and_cancel(tmp_path):
@@ -256,3 +282,158 @@ def test_cli_augment_and_degrade(tmp_path):
     args = parser.parse_args(["augment", str(src), "--out", str(tmp_path / "x"), "--preset", "segmentation"])
     with pytest.raises(InputError, match="segmentation"):
         args.handler(args)
+    args = parser.parse_args(["augment", str(src), "--out", str(tmp_path / "x"), "--to", "coco"])
+    with pytest.raises(InputError, match="--to is for COCO/YOLO sets"):
+        args.handler(args)
+
+    one = tmp_path / "one" / "cat"  # --hflip reaches augment_folder
+    one.mkdir(parents=True)
+    (one / "chelsea.png").write_bytes((src / "cat" / "chelsea.png").read_bytes())
+    args = parser.parse_args(["augment", str(one.parent), "--out", str(tmp_path / "flipped"), "--copies", "2",
+                              "--hflip"])
+    assert args.handler(args) == 0
+    augment_folder(one.parent, tmp_path / "flips", copies=2, hflip=True)
+    augment_folder(one.parent, tmp_path / "plain", copies=2)
+    assert _tree(tmp_path / "flipped") == _tree(tmp_path / "flips") != _tree(tmp_path / "plain")
+
+
+# ------------------------------------------------------------------------- COCO / YOLO sets
+
+COIN, UNUSED, CUP, BOX = 3, 5, 7, 9
+CATEGORIES = [{"id": COIN, "name": "coin"}, {"id": UNUSED, "name": "unused"}, {"id": CUP, "name": "cup"},
+              {"id": BOX, "name": "box"}]
+
+
+def write_coins_set(root: Path, *, keypoints: bool = False) -> Path:
+    """A COCO folder of two real photos: coins() (gray PNG) with its single coins segmented by
+    Otsu's threshold (with their centroids as keypoints), and coffee() (JPEG) with its bright
+    cup and saucer, also by Otsu, and a box-only object."""
+    coins = skimage.data.coins()
+    binary = ndimage.binary_fill_holes(ndimage.binary_opening(coins > threshold_otsu(coins), iterations=2))
+    regions = label(binary)
+    coin_anns = []
+    for r in regionprops(regions):
+        if r.solidity > 0.95 and r.area > 500:
+            a = Annotation.from_mask(COIN, regions == r.label)
+            if keypoints:
+                a.keypoints = [float(r.centroid[1]), float(r.centroid[0]), 2]
+            coin_anns.append(a)
+    coffee = cv2.resize(skimage.data.coffee(), None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
+    gray = cv2.cvtColor(coffee, cv2.COLOR_RGB2GRAY)
+    bright = label(ndimage.binary_opening(gray > threshold_otsu(gray), iterations=2))
+    cup = bright == max(regionprops(bright), key=lambda r: r.area).label
+    write_image(Image(coins[:, :, None]), root / "images" / "coins.png")
+    write_image(Image(coffee), root / "images" / "coffee.jpg")
+    samples = [Sample("coins.png", coins.shape[1], coins.shape[0], coin_anns),
+               Sample("coffee.jpg", coffee.shape[1], coffee.shape[0],
+                      [Annotation.from_mask(CUP, cup), Annotation(BOX, (20.0, 100.0, 40.0, 30.0))])]
+    write_coco(Dataset(CATEGORIES, samples), root / "images", root / "annotations.json")
+    return root
+
+
+def _tight_xywh(mask: np.ndarray) -> list[float]:
+    x0, y0, x1, y1 = _tight_box(mask).tolist()
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def test_augment_coco_set_keeps_masks_boxes_and_categories(tmp_path):
+    src = write_coins_set(tmp_path / "coco")
+    seen = []
+    dataset, dropped = augment_dataset(src, tmp_path / "aug", copies=2, seed=5, progress=seen.append)
+    assert (seen[-1].done, seen[-1].total) == (2, 2)
+    coco = COCO(str(tmp_path / "aug" / "annotations.json"))
+    originals = COCO(str(src / "annotations.json"))
+    assert coco.loadCats(coco.getCatIds()) == CATEGORIES
+    images = coco.loadImgs(coco.getImgIds())
+    assert sorted(im["file_name"] for im in images) == sorted(
+        ["coins.png", "coins_aug0.png", "coins_aug1.png", "coffee.jpg", "coffee_aug0.png", "coffee_aug1.png"])
+    assert sorted(os.listdir(tmp_path / "aug" / "images")) == sorted(im["file_name"] for im in images)
+    for name in ("coins.png", "coffee.jpg"):  # the originals, byte for byte
+        assert (tmp_path / "aug" / "images" / name).read_bytes() == (src / "images" / name).read_bytes()
+
+    n_original = {im["file_name"]: len(originals.getAnnIds(imgIds=im["id"])) for im in originals.loadImgs(
+        originals.getImgIds())}
+    moved = kept = 0
+    for im in images:
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=im["id"]))
+        stem = im["file_name"].split("_aug")[0].split(".")[0]
+        original = n_original[f"{stem}.png" if stem == "coins" else f"{stem}.jpg"]
+        assert len(anns) <= original
+        pixels = read_image(tmp_path / "aug" / "images" / im["file_name"]).pixels.max(axis=2)
+        assert pixels.shape == (im["height"], im["width"])
+        for ann in anns:
+            if ann["category_id"] == BOX:
+                x, y, w, h = ann["bbox"]
+                assert "segmentation" not in ann and w > 0 and h > 0
+                assert x >= 0 and y >= 0 and x + w <= im["width"] and y + h <= im["height"]
+                continue
+            assert ann["category_id"] == (COIN if stem == "coins" else CUP)
+            mask = coco.annToMask(ann).astype(bool)
+            np.testing.assert_allclose(ann["bbox"], _tight_xywh(mask), atol=1)
+            # the objects are brighter than what is around them: the mask is still on them
+            assert pixels[mask].mean() > pixels[~mask].mean() + 20, (im["file_name"], ann["id"])
+        if "_aug" in im["file_name"]:
+            kept += len(anns)
+            moved += im["file_name"].startswith("coins") and any(
+                a["bbox"] != o["bbox"] for a, o in zip(anns, originals.loadAnns(originals.getAnnIds(imgIds=[1]))))
+    assert moved and kept + dropped == 2 * sum(n_original.values())
+    assert len(dataset.samples) == 6
+
+    again, _ = augment_dataset(src, tmp_path / "again", copies=2, seed=5)
+    assert again == dataset
+    for name in os.listdir(tmp_path / "aug" / "images"):
+        assert (tmp_path / "again" / "images" / name).read_bytes() == (tmp_path / "aug" / "images" / name).read_bytes()
+
+
+def test_augment_yolo_set_and_convert_on_the_way(tmp_path):
+    src = write_yolo(read_dataset(write_coins_set(tmp_path / "coco")), tmp_path / "yolo", segments=True)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["augment", str(src), "--out", str(tmp_path / "aug"), "--copies", "1", "--seed", "2"])
+    assert args.handler(args) == 0
+    back, source = read_yolo(tmp_path / "aug"), read_yolo(src)
+    assert back.categories == source.categories == [{"id": i, "name": c["name"]} for i, c in enumerate(CATEGORIES)]
+    assert sorted(s.file_name for s in back.samples) == ["coffee.jpg", "coffee_aug0.png", "coins.png",
+                                                         "coins_aug0.png"]
+    classes = {s.file_name: sorted(a.category_id for a in s.annotations) for s in back.samples}
+    assert set(classes["coins_aug0.png"]) == {0} and len(classes["coins_aug0.png"]) > 10
+    assert set(classes["coffee_aug0.png"]) <= {2, 3} and classes["coffee.jpg"] == [2, 3]
+    for s in back.samples:
+        for a in s.annotations:  # polygons in, polygons out: the box is the outline's
+            np.testing.assert_allclose(a.bbox, _tight_xywh(a.mask), atol=1)
+
+    args = parser.parse_args(["augment", str(src), "--out", str(tmp_path / "coco-aug"), "--copies", "1",
+                              "--seed", "2", "--to", "coco"])
+    assert args.handler(args) == 0
+    coco = COCO(str(tmp_path / "coco-aug" / "annotations.json"))
+    assert len(coco.getImgIds()) == 4 and sorted(coco.getCatIds()) == [0, 1, 2, 3]
+
+
+def test_keypoints_follow_their_objects_and_flips_are_refused(tmp_path):
+    src = write_coins_set(tmp_path / "coco", keypoints=True)
+    with pytest.raises(InputError, match="keypoints.*--no-hflip"):
+        augment_dataset(src, tmp_path / "aug", copies=2)
+    augment_dataset(src, tmp_path / "aug", copies=2, hflip=False, seed=1)
+    coco = COCO(str(tmp_path / "aug" / "annotations.json"))
+    visible = 0
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        if ann["category_id"] != COIN:
+            continue
+        x, y, v = ann["keypoints"]
+        if v:
+            visible += 1
+            mask = coco.annToMask(ann)
+            assert mask[round(y), round(x)], ann["id"]  # a round coin's centre is inside it
+    assert visible > 30
+
+
+def test_bad_set_is_named_and_nothing_is_written(tmp_path):
+    src = write_coins_set(tmp_path / "coco")
+    doc = json.loads((src / "annotations.json").read_text())
+    doc["annotations"][-1]["bbox"] = [230.0, 100.0, 40.0, 30.0]  # the box-only object, past the 240 px edge
+    (src / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=f"^{src / 'annotations.json'}: annotation .* lies outside"):
+        augment_dataset(src, tmp_path / "aug")
+    assert not (tmp_path / "aug").exists() and not [n for n in os.listdir(tmp_path) if ".part" in n]
+    with pytest.raises(InputError, match="use `genai synth augment`|augmented with their labels"):
+        augment_folder(src, tmp_path / "folder")

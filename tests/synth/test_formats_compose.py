@@ -25,8 +25,10 @@ from skimage.measure import label, regionprops
 from genai.errors import Cancelled, GenaiError, InputError
 from genai.images import Image, write_image
 from genai.synth.cli_detection import register
-from genai.synth.compose import Cutout, Placement, compose, compose_dataset, load_cutouts, paste
-from genai.synth.formats import Annotation, Dataset, Sample, read_coco, read_yolo, write_coco, write_yolo
+from genai.synth.compose import Cutout, Placement, compose_dataset, iter_compose, load_cutouts, paste
+from genai.synth.formats import (
+    Annotation, Dataset, Sample, read_coco, read_dataset, read_yolo, write_coco, write_dataset, write_yolo,
+)
 
 COIN, UNUSED, CAT = 3, 5, 7
 CATEGORIES = [{"id": COIN, "name": "coin"}, {"id": UNUSED, "name": "unused", "supercategory": "none"},
@@ -74,6 +76,16 @@ def backgrounds() -> list[np.ndarray]:
     return [cv2.resize(p, None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA) for p in photos]
 
 
+def composed(objects: list[Cutout], backgrounds: list[np.ndarray], n: int, **options
+             ) -> tuple[list[np.ndarray], Dataset]:
+    """``n`` composites in memory, as iter_compose yields them, with CATEGORIES."""
+    images, samples = [], []
+    for image, sample, _ in iter_compose(objects, backgrounds, n, **options):
+        images.append(image)
+        samples.append(sample)
+    return images, Dataset(CATEGORIES, samples)
+
+
 def cutout(rgb: np.ndarray, mask: np.ndarray, category_id: int) -> Cutout:
     return Cutout(rgb, mask.astype(np.float32), category_id)
 
@@ -100,11 +112,10 @@ def folders(tmp_path, coins, cat, backgrounds) -> tuple[Path, Path]:
 @pytest.fixture
 def coco_set(tmp_path, objects, backgrounds) -> tuple[Dataset, Path, Path]:
     """A composed set with both categories, an unused category and a box-only annotation."""
-    result = compose(objects, backgrounds, 4, categories=CATEGORIES, objects_per_image=(2, 4), seed=1)
-    dataset = result.dataset
+    images, dataset = composed(objects, backgrounds, 4, objects_per_image=(2, 4), seed=1)
     dataset.samples[0].annotations.append(Annotation(COIN, (5.5, 6.0, 20.0, 10.0)))
     images_dir = tmp_path / "coco" / "images"
-    for image, s in zip(result.images, dataset.samples):
+    for image, s in zip(images, dataset.samples):
         write_image(Image(image), images_dir / s.file_name)
     return dataset, images_dir, write_coco(dataset, images_dir, tmp_path / "coco" / "annotations.json")
 
@@ -218,15 +229,15 @@ def test_later_objects_hide_earlier_ones(coins, cat, backgrounds):
 
 
 def test_compose_is_deterministic_and_blending_keeps_masks(objects, backgrounds):
-    one = compose(objects, backgrounds, 3, seed=7, objects_per_image=(3, 5))
-    again = compose(objects, backgrounds, 3, seed=7, objects_per_image=(3, 5))
-    other = compose(objects, backgrounds, 3, seed=8, objects_per_image=(3, 5))
-    blended = compose(objects, backgrounds, 3, seed=7, objects_per_image=(3, 5), blend_sigma=2.0)
-    assert all(np.array_equal(a, b) for a, b in zip(one.images, again.images)) and one.dataset == again.dataset
-    assert one.dataset != other.dataset
-    assert blended.dataset == one.dataset
-    assert not all(np.array_equal(a, b) for a, b in zip(one.images, blended.images))
-    for image, sample in zip(one.images, one.dataset.samples):
+    one, one_set = composed(objects, backgrounds, 3, seed=7, objects_per_image=(3, 5))
+    again, again_set = composed(objects, backgrounds, 3, seed=7, objects_per_image=(3, 5))
+    _, other_set = composed(objects, backgrounds, 3, seed=8, objects_per_image=(3, 5))
+    blended, blended_set = composed(objects, backgrounds, 3, seed=7, objects_per_image=(3, 5), blend_sigma=2.0)
+    assert all(np.array_equal(a, b) for a, b in zip(one, again)) and one_set == again_set
+    assert one_set != other_set
+    assert blended_set == one_set
+    assert not all(np.array_equal(a, b) for a, b in zip(one, blended))
+    for image, sample in zip(one, one_set.samples):
         assert (sample.height, sample.width) == image.shape[:2]
         masks = np.stack([a.mask for a in sample.annotations])
         assert masks.sum(axis=0).max() == 1  # every pixel belongs to at most one object
@@ -244,11 +255,13 @@ COCO_DOC = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48
     (lambda d: d["annotations"][0].update(bbox=[10, 10, -2, 10]), "negative width or height"),
     (lambda d: d["annotations"][0].update(category_id=9), "annotation 1 (image 1): unknown category id 9"),
     (lambda d: d["images"][0].pop("file_name"), "image 1 has no file_name"),
+    (lambda d: d["images"][0].update(file_name="../a.jpg"), "image 1: file_name '../a.jpg' must be a path inside"),
     (lambda d: d["images"][0].update(width=-64), "image 1: width -64 is not a positive integer"),
     (lambda d: d["annotations"].append(dict(d["annotations"][0])), "duplicate annotation id 1"),
     (lambda d: d["categories"].append({"id": 3, "name": "again"}), "duplicate category id 3"),
     (lambda d: d["annotations"][0].update(segmentation={"size": [48, 64], "counts": "not rle"}),
      "segmentation cannot be decoded"),
+    (lambda d: d["annotations"][0].update(keypoints=[1, 2, float("nan")]), "keypoints are not"),
     (None, "not valid JSON"),
 ])
 def test_bad_coco_is_one_line_naming_the_file(tmp_path, change, reason):
@@ -384,3 +397,34 @@ def test_cancelled_compose_leaves_nothing(tmp_path, folders):
     with pytest.raises(Cancelled):
         compose_dataset(*folders, tmp_path / "set", 5, fmt="yolo", cancel=cancel)
     assert not (tmp_path / "set").exists() and no_part_folders(tmp_path)
+
+
+def test_same_stems_to_yolo_name_both_files(tmp_path, backgrounds):
+    """``a.jpg`` and ``a.png`` would share labels/a.txt: one line naming both, and no folder."""
+    h, w = backgrounds[0].shape[:2]
+    for name in ("a.jpg", "a.png"):
+        write_image(Image(backgrounds[0]), tmp_path / "coco" / "images" / name)
+    samples = [Sample(name, w, h, [Annotation(COIN, (1.0, 2.0, 30.0, 20.0))]) for name in ("a.jpg", "a.png")]
+    write_coco(Dataset(CATEGORIES, samples), tmp_path / "coco" / "images", tmp_path / "coco" / "annotations.json")
+    args = parser().parse_args(["convert", str(tmp_path / "coco"), "--to", "yolo", "--out", str(tmp_path / "yolo")])
+    with pytest.raises(InputError) as err:
+        args.handler(args)
+    images, message = tmp_path / "coco" / "images", str(err.value)
+    assert message.startswith(f"{images / 'a.jpg'} and {images / 'a.png'}: ") and "labels/a.txt" in message
+    assert not (tmp_path / "yolo").exists() and no_part_folders(tmp_path)
+    write_dataset(read_dataset(tmp_path / "coco"), tmp_path / "fine", "coco")  # COCO has no such limit
+
+
+def test_pillow_bomb_check_and_bad_yaml_names_are_input_errors(tmp_path, backgrounds, monkeypatch):
+    """Pillow's DecompressionBombError is not an OSError; names keyed by strings and ints do not sort."""
+    h, w = backgrounds[0].shape[:2]
+    write_image(Image(backgrounds[0]), tmp_path / "images" / "a.png")
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": w, "height": h}], "annotations": [],
+           "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "annotations.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # as if another library had set a limit
+    with pytest.raises(InputError, match=f"^{tmp_path / 'images' / 'a.png'}: cannot be read .*decompression bomb"):
+        read_dataset(tmp_path)
+    (tmp_path / "data.yaml").write_text("names: {0: thing, x: other}\n")
+    with pytest.raises(InputError, match="'names' must be a list"):
+        read_yolo(tmp_path)
