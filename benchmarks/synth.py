@@ -91,24 +91,32 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, nargs="+", default=[20, 10, 50])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--generator-steps", type=int, default=1000)
+    p.add_argument("--generator-steps", type=int, default=800)
     p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--sample-steps", type=int, default=20)
-    p.add_argument("--classifier-steps", type=int, default=500)
+    p.add_argument("--classifier-steps", type=int, default=400)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", type=Path, default=REPO / "build" / "bench-synth")
+    p.add_argument("--table-only", action="store_true", help="print the table of the results saved in --work")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     train_set, test_set = load_fashion_mnist("train"), load_fashion_mnist("test")
-    results = [run_k(k, args, train_set, test_set) for k in args.k]
+    if args.table_only:  # the results an earlier run of this script saved, per k
+        results = [json.loads((args.work / f"k{k}" / "result.json").read_text()) for k in args.k
+                   if (args.work / f"k{k}" / "result.json").exists()]
+    else:
+        results = [run_k(k, args, train_set, test_set) for k in args.k]
+    print_table(results, args)
 
-    print(f"\nFashion-MNIST, accuracy on the 10,000 real test images (%), mean ± std over {args.seeds} classifier "
+
+def print_table(results: list[dict], args) -> None:
+    seeds = len(results[0]["accuracy"]["real"]) if results else args.seeds
+    print(f"\nFashion-MNIST, accuracy on the 10,000 real test images (%), mean ± std over {seeds} classifier "
           f"seeds; generator: {args.generator_steps} steps on the k x 10 real images, {args.per_class} samples/class, "
           f"guidance {args.guidance}, {args.sample_steps} DPM-Solver++ steps; classifier: SmallCNN, "
           f"{args.classifier_steps} steps of 64, {torch.get_num_threads()} threads")
-    header = f"{'k':>3}  " + "  ".join(f"{label:>28}" for _, label in CONDITIONS)
-    print(header)
+    print(f"{'k':>3}  " + "  ".join(f"{label:>28}" for _, label in CONDITIONS))
     for r in sorted(results, key=lambda r: r["k"]):
         cells = [f"{np.mean(r['accuracy'][n]):6.2f} ± {np.std(r['accuracy'][n]):4.2f}" for n, _ in CONDITIONS]
         print(f"{r['k']:>3}  " + "  ".join(f"{c:>28}" for c in cells))
