@@ -36,6 +36,22 @@ def register(sub) -> None:
     run.add_argument("--out", required=True, type=Path)
     run.set_defaults(handler=cmd_run)
 
+    prop = dsub.add_parser("propose", help="a 2D design proposed by the learned generator in one pass, then N SIMP "
+                                           "iterations warm-started from it")
+    src = prop.add_mutually_exclusive_group(required=True)
+    src.add_argument("--problem", help="a 2D catalog problem: mbb, lbracket, bridge")
+    src.add_argument("--spec", help="a YAML/JSON problem spec (2D)")
+    prop.add_argument("--nelx", type=int)
+    prop.add_argument("--nely", type=int)
+    prop.add_argument("--volfrac", type=float)
+    prop.add_argument("--refine", type=int, default=10, metavar="N",
+                      help="SIMP iterations after the proposal (OC, the spec's filter, move 0.2; default 10; 0: the "
+                           "raw proposal)")
+    prop.add_argument("--model", default="topogen-64", help="a topology generator in models/ (or a folder)")
+    prop.add_argument("--no-mesh", action="store_true", help="skip the STL/GLB export")
+    prop.add_argument("--out", required=True, type=Path)
+    prop.set_defaults(handler=cmd_propose)
+
     gen = dsub.add_parser("generate", help="a sweep of design variants, ranked by mass and compliance")
     add_generate_arguments(gen)
     gen.set_defaults(handler=cmd_generate)
@@ -56,7 +72,7 @@ def _catalog_spec(args):
     make = P.CATALOG.get(args.problem)
     if make is None:
         raise InputError(f"--problem {args.problem!r}: not in the catalog ({', '.join(P.CATALOG)})")
-    dims = {k: getattr(args, k) for k in ("nelx", "nely", "nelz") if getattr(args, k) is not None}
+    dims = {k: getattr(args, k, None) for k in ("nelx", "nely", "nelz") if getattr(args, k, None) is not None}
     if any(v < 1 for v in dims.values()):
         raise InputError(f"--nelx/--nely/--nelz must be at least 1, got {dims}")
     try:
@@ -66,15 +82,16 @@ def _catalog_spec(args):
     return P.load_spec(data)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _spec_of(args: argparse.Namespace):
+    """The spec a run/propose command names, with its command-line overrides applied."""
     from genai.design import problem as P
-    from genai.design.run import run_design
     from genai.errors import InputError
 
     spec = _catalog_spec(args) if args.problem else P.load_spec(args.spec)
-    updates = {k: v for k, v in (("volume_fraction", args.volfrac), ("penal", args.penal), ("rmin", args.rmin),
-                                 ("filter", args.filter), ("optimizer", args.optimizer),
-                                 ("max_iterations", args.max_iterations)) if v is not None}
+    updates = {k: v for k, v in (("volume_fraction", args.volfrac), ("penal", getattr(args, "penal", None)),
+                                 ("rmin", getattr(args, "rmin", None)), ("filter", getattr(args, "filter", None)),
+                                 ("optimizer", getattr(args, "optimizer", None)),
+                                 ("max_iterations", getattr(args, "max_iterations", None))) if v is not None}
     if args.volfrac is not None and not 0 < args.volfrac < 1:
         raise InputError(f"--volfrac must be in (0, 1), got {args.volfrac}")
     if updates:
@@ -84,6 +101,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if updates.get("filter") == "sensitivity":
             data["projection"] = False
         spec = P.load_spec({**data, **updates})
+    return spec
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from genai.design.run import run_design
+
+    spec = _spec_of(args)
     bar, update = terminal_bar("it")
     try:
         metrics = run_design(spec, args.out, overrides={"solver": args.solver, "device": args.device},
@@ -93,6 +117,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("%s: compliance %.4f after %d iterations, volume fraction %.3f (%s)", args.out, metrics["compliance"],
              metrics["iterations"], metrics["volume_fraction"], metrics["solver"])
     print(json.dumps({k: metrics[k] for k in ("compliance", "iterations", "volume_fraction", "mass")}))
+    return 0
+
+
+def cmd_propose(args: argparse.Namespace) -> int:
+    from genai.design.run import propose_design
+
+    spec = _spec_of(args)
+    bar, update = terminal_bar("it")
+    try:
+        metrics = propose_design(spec, args.out, model=args.model, refine=args.refine, progress=update,
+                                 meshes=not args.no_mesh)
+    finally:
+        bar.close()
+    log.info("%s: proposed in %.0f ms, compliance %.4f after %d SIMP iterations, volume fraction %.3f", args.out,
+             metrics["proposal_ms"], metrics["compliance"], metrics["iterations"], metrics["volume_fraction"])
+    print(json.dumps({k: metrics[k] for k in ("compliance", "iterations", "volume_fraction", "mass", "proposal_ms")}))
     return 0
 
 

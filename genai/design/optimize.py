@@ -78,6 +78,7 @@ class DesignResult:
     seconds: float
     solver: str
     solver_iterations: int
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)  # physical densities after iteration k
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -143,7 +144,11 @@ def _oc(x, dc, dv, design: _Design, s: Settings, free_mask, target: float):
 
 
 def optimize(problem: FEProblem, s: Settings, *, progress: ProgressFn | None = None,
-             cancel: CancelFn | None = None) -> DesignResult:
+             cancel: CancelFn | None = None, start: np.ndarray | torch.Tensor | None = None,
+             snapshots: tuple[int, ...] = ()) -> DesignResult:
+    """SIMP from a uniform start (top88's), or warm-started from ``start`` (design variables, an
+    element field in [0, 1]: a learned proposal, say); ``snapshots`` lists iterations whose
+    physical densities are kept in the result."""
     if not 0 < s.volfrac < 1:
         raise InputError(f"volume fraction must be in (0, 1), got {s.volfrac}")
     t0 = time.perf_counter()
@@ -163,8 +168,12 @@ def optimize(problem: FEProblem, s: Settings, *, progress: ProgressFn | None = N
                          f"kept solid and {1 - (n_solid + n_free) / grid.elements:.3f} kept empty")
     # start uniform over the free elements at the density that meets the target (top88's x =
     # volfrac when nothing is kept solid or empty)
-    start = (target - n_solid) / n_free
-    x = torch.full(grid.element_shape, start, dtype=fem.DTYPE, device=dev)
+    if start is None:
+        x = torch.full(grid.element_shape, (target - n_solid) / n_free, dtype=fem.DTYPE, device=dev)
+    else:
+        x = torch.as_tensor(start, dtype=fem.DTYPE).to(dev).clamp(0, 1)
+        if tuple(x.shape) != tuple(grid.element_shape):
+            raise InputError(f"start: shape {tuple(x.shape)} is not the grid's {tuple(grid.element_shape)}")
     x = torch.where(design.solid, torch.ones_like(x), torch.where(design.void, torch.zeros_like(x), x))
     mma = None
     if s.optimizer == "mma":
@@ -174,6 +183,7 @@ def optimize(problem: FEProblem, s: Settings, *, progress: ProgressFn | None = N
     u = None
     history: list[float] = []
     change, it, solver_its = 1.0, 0, 0
+    kept: dict[int, np.ndarray] = {}
     beta_since = 0
     while it < s.max_iterations:
         check_cancel(cancel)
@@ -205,6 +215,8 @@ def optimize(problem: FEProblem, s: Settings, *, progress: ProgressFn | None = N
         xnew = design.symmetrize(xnew)
         change = float((xnew - x).abs().max())
         x = xnew
+        if it in snapshots:
+            kept[it] = design.physical(x).cpu().numpy()
         if progress:
             progress(Progress(it, s.max_iterations, "iterations"))
         log.debug("it %d: c %.4f vol %.3f change %.3f", it, c, float(xphys.mean()), change)
@@ -230,4 +242,5 @@ def optimize(problem: FEProblem, s: Settings, *, progress: ProgressFn | None = N
         seconds=time.perf_counter() - t0,
         solver=solver_name,
         solver_iterations=solver_its,
+        snapshots=kept,
     )

@@ -108,14 +108,15 @@ def metrics_of(result: DesignResult, problem, settings: Settings) -> dict:
     }
 
 
-def write_design(out: Path, result: DesignResult, problem, settings: Settings, *, meshes: bool = True) -> dict:
-    """The design's files in ``out``; returns its metrics (metrics.json is written last, so its
-    presence means the folder is complete)."""
+def write_design(out: Path, result: DesignResult, problem, settings: Settings, *, meshes: bool = True,
+                 extra: dict | None = None) -> dict:
+    """The design's files in ``out``; returns its metrics (with ``extra`` merged in; metrics.json
+    is written last, so its presence means the folder is complete)."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "density.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, density=result.density, element_size=problem.element_size)
-    metrics = metrics_of(result, problem, settings)
+    metrics = {**metrics_of(result, problem, settings), **(extra or {})}
     meshing.preview_png(result.density, out / "preview.png")
     if meshes:
         thickness = problem.element_size if problem.grid.dim == 2 else 1.0
@@ -135,6 +136,33 @@ def run_design(spec: Spec, out: Path, *, values: dict | None = None, overrides: 
     settings = settings_for(spec, problem, values or {}, overrides)
     result = optimize(problem, settings, progress=progress, cancel=cancel)
     return write_design(Path(out), result, problem, settings, meshes=meshes)
+
+
+def propose_design(spec: Spec, out: Path, *, model: str = "topogen-64", refine: int = 10,
+                   progress: ProgressFn | None = None, cancel: CancelFn | None = None, meshes: bool = True) -> dict:
+    """The learned generator's proposal for a 2D spec, then ``refine`` SIMP iterations warm-started
+    from it; the same files as ``run_design`` plus ``proposal.png`` (the raw proposal)."""
+    from genai.design import topogen
+
+    if refine < 0:
+        raise InputError(f"--refine must be at least 0, got {refine}")
+    problem = discretize(spec)
+    if problem.grid.dim != 2:
+        raise InputError(f"{spec.name}: the learned generator proposes 2D designs; this problem is 3D "
+                         "(use genai design run)")
+    if len(problem.case_names) > 1:
+        log.warning("%s: %d load cases: the generator sees their loads superposed", spec.name, len(problem.case_names))
+    settings = settings_for(spec, problem, {})
+    generator = topogen.TopologyGenerator.load(model)
+    proposal, ms = generator.propose(problem, settings.volfrac)
+    check_cancel(cancel)
+    result = topogen.refine(problem, settings, proposal, refine, progress=progress, cancel=cancel)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meshing.preview_png(proposal, out / "proposal.png")
+    extra = {"proposal_ms": round(ms, 1), "refine_iterations": refine, "model": generator.manifest.id,
+             "proposal_compliance": topogen.compliance_of(problem, proposal, settings.penal, settings.Emin)}
+    return write_design(out, result, problem, settings, meshes=meshes, extra=extra)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[bool]:

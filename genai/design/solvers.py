@@ -48,27 +48,36 @@ class DirectSolver:
         self.mask = free.reshape(-1).to(ke.dtype)
         self.stats = SolveStats()
 
-    def _blocks(self, E: torch.Tensor):
-        """The lower block-tridiagonal part of K: diagonal blocks (nb, b, b), sub-diagonal (nb, b, b)."""
+    def _block_layout(self) -> None:
+        """Where each entry E_e ke_ij lands in the blocks, worked out once: each factorisation then
+        only scatters the new values (the index arithmetic cost as much as the Cholesky)."""
         b, n = self.band, self.grid.dofs
         nb = -(-n // b)
         k = self.edof.shape[1]
         rows = self.edof[:, :, None].expand(-1, k, k).reshape(-1)
         cols = self.edof[:, None, :].expand(-1, k, k).reshape(-1)
-        vals = (E.reshape(-1, 1, 1) * self.ke).reshape(-1)
         keep = (self.mask[rows] * self.mask[cols]) > 0  # fixed dofs: their rows and columns dropped
-        rows, cols, vals = rows[keep], cols[keep], vals[keep]
-        lower = rows // b == cols // b + 1
-        same = rows // b == cols // b
-        D = torch.zeros(nb, b, b, dtype=vals.dtype, device=vals.device)
-        L = torch.zeros(nb, b, b, dtype=vals.dtype, device=vals.device)
-        D.index_put_((rows[same] // b, rows[same] % b, cols[same] % b), vals[same], accumulate=True)
-        L.index_put_((rows[lower] // b, rows[lower] % b, cols[lower] % b), vals[lower], accumulate=True)
+        entry = torch.arange(rows.numel(), device=rows.device)[keep]
+        rows, cols = rows[keep], cols[keep]
+        same, lower = rows // b == cols // b, rows // b == cols // b + 1
+        flat = lambda r, c: (r // b) * b * b + (r % b) * b + c % b  # noqa: E731 - (block, row, col) flattened
+        self._layout = (nb, entry[same], flat(rows[same], cols[same]), entry[lower], flat(rows[lower], cols[lower]))
         # identity on fixed dofs and on the padding past the last dof
-        diag = torch.zeros(nb * b, dtype=vals.dtype, device=vals.device)
+        diag = torch.ones(nb * b, dtype=self.ke.dtype, device=self.ke.device)
         diag[:n] = 1 - self.mask
-        diag[n:] = 1
-        D += torch.diag_embed(diag.reshape(nb, b))
+        self._identity = torch.diag_embed(diag.reshape(nb, b))
+
+    def _blocks(self, E: torch.Tensor):
+        """The lower block-tridiagonal part of K: diagonal blocks (nb, b, b), sub-diagonal (nb, b, b)."""
+        if not hasattr(self, "_layout"):
+            self._block_layout()
+        nb, d_entry, d_pos, l_entry, l_pos = self._layout
+        b = self.band
+        vals = (E.reshape(-1, 1, 1) * self.ke).reshape(-1)
+        D = self._identity.clone()
+        L = torch.zeros(nb, b, b, dtype=vals.dtype, device=vals.device)
+        D.view(-1).index_add_(0, d_pos, vals[d_entry])
+        L.view(-1).index_add_(0, l_pos, vals[l_entry])
         return D, L
 
     def factor(self, E: torch.Tensor) -> None:
