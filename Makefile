@@ -44,7 +44,7 @@ run: env
 	$(GENAI) serve --open --host $(HOST) --port $(PORT)
 
 test: env
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 test-all: env
 	$(PY) -m pytest -q

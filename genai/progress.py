@@ -78,3 +78,18 @@ def ctrl_c_cancels() -> Iterator[CancelFn]:
         yield asked.is_set
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def run_long(unit: str, resume: str, work: Callable[[ProgressFn, CancelFn], object]) -> int:
+    """For a command: run ``work(progress, cancel)`` with a terminal bar and print what it returns;
+    Ctrl-C stops it at its next step (exit 130, logging ``resume``: how to go on)."""
+    bar, update = terminal_bar(unit)
+    try:
+        with ctrl_c_cancels() as cancel:
+            print(work(update, cancel))
+        return 0
+    except Cancelled:
+        logging.getLogger("genai").info("stopped; %s", resume)
+        return 130
+    finally:
+        bar.close()

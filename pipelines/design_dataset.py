@@ -23,9 +23,9 @@ from pathlib import Path
 import ray
 
 from genai.design import dataset as D
-from genai.errors import Cancelled, GenaiError, InputError
+from genai.errors import GenaiError, InputError
 from genai.paths import atomic_path
-from genai.progress import CancelFn, Progress, ProgressFn, check_cancel, ctrl_c_cancels, terminal_bar
+from genai.progress import CancelFn, Progress, ProgressFn, check_cancel, run_long
 from pipelines.remaster import _connect
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,10 @@ def build(out: Path, *, family: str = "train", shape: tuple[int, int] = (64, 64)
         raise InputError(f"--family {family!r}: one of {', '.join(D.FAMILIES)}")
     if shards < 1 or shard_size < 1:
         raise InputError("--shards and --shard-size must be at least 1")
+    try:  # the driver draws one problem first: a bad shape or family fails here, in one line
+        D.shard_specs(family, tuple(shape), seed, 0, 1)
+    except ValueError as exc:
+        raise InputError(f"--family {family} --shape {shape[0]}x{shape[1]}: {exc}") from None
     out = Path(out)
     _check_parameters(out, {"family": family, "shape": list(shape), "seed": seed, "shard_size": shard_size,
                             "shards": shards, "simp": D.SIMP, "channels": list(D.CHANNELS), "snapshots": list(D.SNAPSHOTS)})
@@ -78,8 +82,7 @@ def build(out: Path, *, family: str = "train", shape: tuple[int, int] = (64, 64)
         refs = {_solve_shard.remote(family, tuple(shape), seed, k, shard_size): k for k in todo}
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
-            check_cancel(cancel)
-            for ref in ready:
+            for ref in ready:  # finished shards are written before a cancel is honoured
                 k = refs.pop(ref)
                 samples = ray.get(ref)
                 D.write_shard(shard_path(out, k), samples)
@@ -87,6 +90,7 @@ def build(out: Path, *, family: str = "train", shape: tuple[int, int] = (64, 64)
                 done += 1
                 if progress:
                     progress(Progress(done, shards, "shards"))
+            check_cancel(cancel)
     finally:
         for ref in refs:
             ray.cancel(ref, force=True)
@@ -107,8 +111,8 @@ def _shape(text: str) -> tuple[int, int]:
         nx, ny = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NXxNY, e.g. 64x64") from None
-    if nx < 8 or ny < 8 or nx % 2 or ny % 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: both sides even and at least 8")
+    if nx < 16 or ny < 16 or nx % 2 or ny % 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: both sides even and at least 16")
     return nx, ny
 
 
@@ -123,19 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-address", help="an existing cluster (default: RAY_ADDRESS, else a local Ray)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="genai: %(message)s")
-    bar, update = terminal_bar("shard")
+
+    def work(progress, cancel) -> str:
+        return json.dumps(build(args.out, family=args.family, shape=args.shape, shards=args.shards,
+                                shard_size=args.shard_size, seed=args.seed, address=args.ray_address,
+                                progress=progress, cancel=cancel))
+
     try:
-        with ctrl_c_cancels() as cancel:
-            summary = build(args.out, family=args.family, shape=args.shape, shards=args.shards,
-                            shard_size=args.shard_size, seed=args.seed, address=args.ray_address,
-                            progress=update, cancel=cancel)
+        return run_long("shard", "finished shards are kept: rerun the same command to resume", work)
     except GenaiError as exc:
-        bar.close()
         print(f"error: {exc}", file=sys.stderr)
-        return 130 if isinstance(exc, Cancelled) else 2
-    bar.close()
-    print(json.dumps(summary))
-    return 0
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from genai.progress import terminal_bar
+from genai.progress import run_long, terminal_bar
 
 log = logging.getLogger("genai.design")
 
@@ -51,6 +51,20 @@ def register(sub) -> None:
     prop.add_argument("--no-mesh", action="store_true", help="skip the STL/GLB export")
     prop.add_argument("--out", required=True, type=Path)
     prop.set_defaults(handler=cmd_propose)
+
+    tr = dsub.add_parser("train-generator", help="train the learned generator on data sets of "
+                                                  "pipelines/design_dataset.py (Ctrl-C stops; rerun resumes)")
+    tr.add_argument("data", nargs="+", type=Path, help="data set folders (shard_*.npz), one grid shape")
+    tr.add_argument("--out", required=True, type=Path, help="model folder (model.yaml, weights, loss.png)")
+    tr.add_argument("--id", default="topogen-64", help="model id (default topogen-64)")
+    tr.add_argument("--steps", type=int, default=5000)
+    tr.add_argument("--batch", type=int, default=32)
+    tr.add_argument("--lr", type=float, default=2e-3)
+    tr.add_argument("--widths", default="32,64,128,256", help="channels per U-Net level")
+    tr.add_argument("--validation", type=int, default=32, help="samples held out (the last ones) for a "
+                                                                 "validation loss")
+    tr.add_argument("--threads", type=int)
+    tr.set_defaults(handler=cmd_train_generator)
 
     gen = dsub.add_parser("generate", help="a sweep of design variants, ranked by mass and compliance")
     add_generate_arguments(gen)
@@ -134,6 +148,42 @@ def cmd_propose(args: argparse.Namespace) -> int:
              metrics["proposal_ms"], metrics["compliance"], metrics["iterations"], metrics["volume_fraction"])
     print(json.dumps({k: metrics[k] for k in ("compliance", "iterations", "volume_fraction", "mass", "proposal_ms")}))
     return 0
+
+
+def cmd_train_generator(args: argparse.Namespace) -> int:
+    from genai.design import topogen as T
+    from genai.errors import InputError
+
+    try:
+        widths = tuple(int(w) for w in args.widths.split(","))
+    except ValueError:
+        raise InputError(f"--widths {args.widths!r}: expected numbers separated by commas") from None
+    if any(w < 8 or w % 8 for w in widths) or len(widths) < 2:
+        raise InputError(f"--widths {args.widths!r}: at least two levels, each a positive multiple of 8")
+    for name in ("steps", "batch", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise InputError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not args.lr > 0:
+        raise InputError(f"--lr must be positive, got {args.lr}")
+    for folder in args.data:
+        if not folder.is_dir() or not any(folder.glob("shard_*.npz")):
+            raise InputError(f"{folder}: not a data set folder (no shard_*.npz; make one with "
+                             "python -m pipelines.design_dataset)")
+    x, y = T.load_training_arrays(args.data)
+    if not 0 <= args.validation < len(x) // 2:
+        raise InputError(f"--validation {args.validation}: must be below half of the {len(x)} samples")
+    held = (x[len(x) - args.validation:], y[len(y) - args.validation:]) if args.validation else None
+    x, y = x[:len(x) - args.validation], y[:len(y) - args.validation]
+    config = T.TrainConfig(steps=args.steps, batch_size=args.batch, learning_rate=args.lr, widths=widths,
+                           threads=args.threads)
+
+    def work(progress, cancel) -> str:
+        m = T.train(x, y, args.out, config, model_id=args.id, validation=held, progress=progress, cancel=cancel,
+                    description=f"trained on {', '.join(str(p) for p in args.data)}")
+        return json.dumps({"model": m.id, "samples": m.training["samples"], "final_loss": m.training["final_loss"],
+                           "validation_loss": m.training.get("validation_loss"), "sha256": m.sha256})
+
+    return run_long("step", "the checkpoint is saved: rerun the same command to resume", work)
 
 
 def cmd_generate(args: argparse.Namespace, run_sweep=None) -> int:

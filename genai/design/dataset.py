@@ -101,6 +101,8 @@ def random_spec(rng: np.random.Generator, family: str = "train", shape: tuple[in
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r} (one of {', '.join(FAMILIES)})")
     nx, ny = shape
+    if min(nx, ny) < 16:
+        raise ValueError(f"a grid of at least 16 x 16 elements is needed, got {nx} x {ny}")
     for _ in range(100):
         supports = []
         if family == "unseen-supports":
@@ -136,14 +138,14 @@ def random_spec(rng: np.random.Generator, family: str = "train", shape: tuple[in
         if not holds_rigid_motions(problem):
             continue
         loaded = problem.loads.abs().sum((0, -1)).numpy() > 0
-        if (loaded & ~problem.free.numpy().all(-1)).any():  # a load on a support does nothing
+        if (loaded & ~problem.free.numpy().all(-1)).any():  # loads are kept off supported nodes
             continue
         if keep_empty and _blocked(problem):
             continue
         if problem.void.float().mean() > 1 - vf - 0.05:
             continue
         return spec
-    raise RuntimeError("no valid random problem in 100 draws")  # not reached with these families
+    raise ValueError(f"no valid {family} problem in 100 draws on {nx} x {ny}")
 
 
 def _blocked(problem: FEProblem) -> bool:
@@ -163,8 +165,8 @@ def _blocked(problem: FEProblem) -> bool:
 
 
 def nodes_to_elements(field: np.ndarray) -> np.ndarray:
-    """A nodal field (nx+1, ny+1, ...) as an element field: the sum over each element's four
-    corners of a quarter of the node's value (a node's total is kept)."""
+    """A nodal field (nx+1, ny+1, ...) as an element field: each element gets a quarter of each
+    of its four corners' values (a boundary node reaches only two elements, a corner one)."""
     return 0.25 * (field[:-1, :-1] + field[1:, :-1] + field[:-1, 1:] + field[1:, 1:])
 
 

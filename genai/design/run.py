@@ -153,6 +153,10 @@ def propose_design(spec: Spec, out: Path, *, model: str = "topogen-64", refine: 
     if len(problem.case_names) > 1:
         log.warning("%s: %d load cases: the generator sees their loads superposed", spec.name, len(problem.case_names))
     settings = settings_for(spec, problem, {})
+    n_solid, n_void = int(problem.solid.sum()), int(problem.void.sum())
+    if not n_solid < settings.volfrac * problem.grid.elements < problem.grid.elements - n_void:
+        raise InputError(f"volume fraction {settings.volfrac}: out of reach with {n_solid / problem.grid.elements:.3f} "
+                         f"of the domain kept solid and {n_void / problem.grid.elements:.3f} kept empty")
     generator = topogen.TopologyGenerator.load(model)
     proposal, ms = generator.propose(problem, settings.volfrac)
     check_cancel(cancel)
@@ -161,7 +165,8 @@ def propose_design(spec: Spec, out: Path, *, model: str = "topogen-64", refine: 
     out.mkdir(parents=True, exist_ok=True)
     meshing.preview_png(proposal, out / "proposal.png")
     extra = {"proposal_ms": round(ms, 1), "refine_iterations": refine, "model": generator.manifest.id,
-             "proposal_compliance": topogen.compliance_of(problem, proposal, settings.penal, settings.Emin)}
+             "proposal_compliance": topogen.compliance_of(problem, proposal, settings.penal, settings.Emin),
+             "compliance_of": "the final density (refine: one FE solve after the last update)"}
     return write_design(out, result, problem, settings, meshes=meshes, extra=extra)
 
 

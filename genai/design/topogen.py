@@ -17,9 +17,7 @@ a safetensors file with a ``model.yaml`` manifest in ``models/<id>/`` (kind: top
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -145,9 +143,15 @@ class TopologyGenerator:
         path = folder / "model.yaml"
         if not path.is_file():
             raise ModelError(f"{name_or_folder}: no such topology generator (no {path})")
-        manifest = Manifest(**yaml.safe_load(path.read_text()))
+        try:
+            manifest = Manifest(**yaml.safe_load(path.read_text()))
+        except (TypeError, yaml.YAMLError) as exc:
+            raise ModelError(f"{path}: not a topology generator manifest ({exc})") from None
         if manifest.kind != "topology-generator":
             raise ModelError(f"{path}: kind {manifest.kind!r} is not a topology generator")
+        if manifest.channels != list(D.CHANNELS):
+            raise ModelError(f"{path}: made for the input channels {manifest.channels}, this version has "
+                             f"{list(D.CHANNELS)}")
         weights = folder / manifest.weights
         if not weights.is_file():
             raise ModelError(f"{weights}: the weights are missing")
@@ -157,8 +161,10 @@ class TopologyGenerator:
         from safetensors.torch import load_file
 
         model = UNet(len(manifest.channels), tuple(manifest.widths))
-        state = {k: v.float() for k, v in load_file(weights).items()}
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict({k: v.float() for k, v in load_file(weights).items()})
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"{weights}: does not fit the U-Net of {path} ({str(exc).splitlines()[0]})") from None
         return cls(model, manifest, device)
 
     @torch.inference_mode()
@@ -176,36 +182,61 @@ class TopologyGenerator:
         t0 = time.perf_counter()
         inputs = D.features(problem, volfrac)
         x = fit_volume(self.logits(inputs).double(), volfrac, problem.solid, problem.void)
+        for axis in problem.symmetry:  # a mirror-symmetric problem gets a mirror-symmetric proposal
+            x = 0.5 * (x + torch.flip(x, (axis,)))
         return x.numpy(), 1000 * (time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------ evaluation and refinement
 
 
-def compliance_of(problem: FEProblem, density: np.ndarray, penal: float = 3.0, Emin: float = 1e-9) -> float:
-    """The SIMP compliance of a density field (one FE solve), as ``optimize`` reports it."""
+@dataclass(frozen=True)
+class Evaluation:
+    compliance: float  # weighted over the load cases, of modulus E (as ``optimize`` reports it)
+    per_case: list[float]
+    max_displacement: float
+    solver: str
+
+
+def evaluate(problem: FEProblem, density: np.ndarray, penal: float = 3.0, Emin: float = 1e-9) -> Evaluation:
+    """The SIMP compliance of a density field: one FE solve."""
     ke = fem.element_stiffness(2, problem.nu)
-    solver, _ = make_solver(problem, ke, "auto")
+    solver, name = make_solver(problem, ke, "auto")
     E = fem.simp(torch.as_tensor(density, dtype=fem.DTYPE), penal, 1.0, Emin)
     u = solver.solve(E, problem.loads.to(fem.DTYPE))
-    c = (E * fem.element_energy(problem.grid, ke, u)).flatten(1).sum(1)
-    return float((problem.weights.to(fem.DTYPE) * c).sum()) / problem.E
+    cases = (E * fem.element_energy(problem.grid, ke, u)).flatten(1).sum(1) / problem.E
+    disp = float(u.reshape(u.shape[0], -1, 2).norm(dim=-1).max()) / problem.E
+    return Evaluation(float((problem.weights.to(fem.DTYPE) * cases).sum()), [float(c) for c in cases], disp, name)
+
+
+def compliance_of(problem: FEProblem, density: np.ndarray, penal: float = 3.0, Emin: float = 1e-9) -> float:
+    return evaluate(problem, density, penal, Emin).compliance
 
 
 def refine(problem: FEProblem, settings: Settings, proposal: np.ndarray, iterations: int, *,
            progress: ProgressFn | None = None, cancel: CancelFn | None = None,
            snapshots: tuple[int, ...] = ()) -> DesignResult:
-    """``iterations`` SIMP iterations (OC, the spec's filter, move 0.2) warm-started from the
-    proposal; with 0, the proposal itself evaluated (one FE solve)."""
-    if iterations > 0:
-        return optimize(problem, replace(settings, max_iterations=iterations, tol_change=0.0),
-                        start=proposal, progress=progress, cancel=cancel, snapshots=snapshots)
+    """``iterations`` SIMP iterations warm-started from the proposal: OC with the settings' move
+    (0.2) and filter, without projection (a few iterations leave no room for its continuation).
+    The proposal enters as the design variables, so with the density filter the first design is
+    the proposal filtered once more. The result's compliance, per case and displacement are
+    those of its final density (one more FE solve; ``optimize`` reports the iterate before its
+    last update, as top88 prints). With 0 iterations: the proposal itself, evaluated."""
     t0 = time.perf_counter()
-    c = compliance_of(problem, proposal, settings.penal, settings.Emin)
-    return DesignResult(density=proposal, compliance=c, compliance_per_case=[c], iterations=0,
-                        volume_fraction=float(proposal.mean()), max_displacement=float("nan"),
-                        grayness=float((4 * proposal * (1 - proposal)).mean()), history=[c],
-                        seconds=time.perf_counter() - t0, solver="direct", solver_iterations=1)
+    if iterations > 0:
+        result = optimize(problem, replace(settings, max_iterations=iterations, tol_change=0.0, optimizer="oc",
+                                           projection=False),
+                          start=proposal, progress=progress, cancel=cancel, snapshots=snapshots)
+    else:
+        result = DesignResult(density=proposal, compliance=0.0, compliance_per_case=[], iterations=0,
+                              volume_fraction=float(proposal.mean()), max_displacement=0.0,
+                              grayness=float((4 * proposal * (1 - proposal)).mean()), history=[], seconds=0.0,
+                              solver="", solver_iterations=0)
+    ev = evaluate(problem, result.density, settings.penal, settings.Emin)
+    return replace(result, compliance=ev.compliance, compliance_per_case=ev.per_case,
+                   max_displacement=ev.max_displacement, solver=result.solver or ev.solver,
+                   history=result.history + [ev.compliance] if iterations > 0 else [ev.compliance],
+                   seconds=time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------ training
@@ -221,6 +252,7 @@ class TrainConfig:
     volume_weight: float = 1.0
     seed: int = 0
     threads: int | None = None
+    checkpoint_every: int = 500
 
 
 def load_training_arrays(folders: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -254,8 +286,9 @@ def loss_of(logits: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor, vo
 def train(inputs: np.ndarray, density: np.ndarray, out: Path, config: TrainConfig = TrainConfig(), *,
           model_id: str = DEFAULT_MODEL, validation: tuple[np.ndarray, np.ndarray] | None = None,
           description: str = "", progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Manifest:
-    """Train a U-Net and write ``out/model.yaml`` + ``out/<id>.safetensors`` (fp32). Ctrl-C
-    (cancel) keeps a checkpoint in ``out/.checkpoint.pt``; the same call resumes from it."""
+    """Train a U-Net and write ``out/model.yaml`` + ``out/<id>.safetensors`` (fp32). A cancel
+    (Ctrl-C) saves ``out/.checkpoint.pt`` (also saved every ``checkpoint_every`` steps); the same
+    call with the same data resumes from it, to the weights of an uninterrupted run."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -268,12 +301,20 @@ def train(inputs: np.ndarray, density: np.ndarray, out: Path, config: TrainConfi
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.learning_rate, total_steps=config.steps,
                                                 pct_start=0.05)
     ckpt_path = out / ".checkpoint.pt"
+    data_id = {"samples": int(len(inputs)), "shape": list(inputs.shape[1:]),
+               "sha256": hashlib.sha256(np.ascontiguousarray(density[:: max(1, len(density) // 64)])).hexdigest()}
     step, losses = 0, []
+
+    def save() -> None:
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"config": asdict(config), "data": data_id, "model": model.state_dict(),
+                        "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "losses": losses}, tmp)
+
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
-        if ckpt["config"] != asdict(config):
-            raise InputError(f"{out}: holds an unfinished training with other settings; remove {ckpt_path} or use "
-                             "another folder")
+        if ckpt["config"] != asdict(config) or ckpt.get("data") != data_id:
+            raise InputError(f"{out}: holds an unfinished training with other settings or data; remove {ckpt_path} "
+                             "or use another folder")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         sched.load_state_dict(ckpt["sched"])
@@ -295,10 +336,10 @@ def train(inputs: np.ndarray, density: np.ndarray, out: Path, config: TrainConfi
             losses.append(loss.item())
             if progress:
                 progress(Progress(step, config.steps, "steps"))
+            if step % config.checkpoint_every == 0 and step < config.steps:
+                save()  # a kill loses at most this many steps
     except Cancelled:
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"config": asdict(config), "model": model.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "step": step, "losses": losses}, tmp)
+        save()
         raise
     seconds = time.perf_counter() - t0
     model.eval()
@@ -324,7 +365,3 @@ def train(inputs: np.ndarray, density: np.ndarray, out: Path, config: TrainConfi
     ckpt_path.unlink(missing_ok=True)
     plot_curve(losses, out / "loss.png", "training loss (BCE + volume)")
     return manifest
-
-
-def rel_error(a: float, b: float) -> float:
-    return abs(a - b) / abs(b) if b else math.inf

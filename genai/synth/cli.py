@@ -9,8 +9,8 @@ import json
 import logging
 from pathlib import Path
 
-from genai.errors import Cancelled, InputError
-from genai.progress import ctrl_c_cancels, terminal_bar
+from genai.errors import InputError
+from genai.progress import run_long, terminal_bar
 
 log = logging.getLogger("genai.synth")
 
@@ -116,21 +116,6 @@ def _threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _long(unit: str, resume: str, work) -> int:
-    """Run ``work(progress, cancel)`` with a progress bar; Ctrl-C stops it at its next step
-    (exit 130, with how to resume)."""
-    b, update = terminal_bar(unit)
-    try:
-        with ctrl_c_cancels() as cancel:
-            print(work(update, cancel))
-        return 0
-    except Cancelled:
-        log.info("stopped; %s", resume)
-        return 130
-    finally:
-        b.close()
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from genai.synth.data import load_imagefolder
     from genai.synth.diffusion import TrainConfig, train
@@ -144,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       checkpoint_every=args.checkpoint_every)
     log.info("training on %d images of %d classes (%dx%d, %d channel(s)) into %s", len(data), len(data.classes),
              *data.size, data.channels, args.out)
-    return _long("step", "the checkpoint is saved: rerun the same command to resume",
+    return run_long("step", "the checkpoint is saved: rerun the same command to resume",
                  lambda progress, cancel: train(data, args.out, cfg, progress=progress, cancel=cancel,
                                                 overwrite=args.overwrite))
 
@@ -161,7 +146,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _threads(args)
     cfg = SampleConfig(per_class=_per_class(args), guidance=args.guidance, steps=args.steps, sampler=args.sampler,
                        seed=args.seed)
-    return _long("image", "finished images are kept: rerun the same command to resume",
+    return run_long("image", "finished images are kept: rerun the same command to resume",
                  lambda progress, cancel: sample_folder(args.run, args.out, cfg, progress=progress, cancel=cancel,
                                                         overwrite=args.overwrite))
 
@@ -172,7 +157,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
     _threads(args)
     data = load_imagefolder(args.data)
-    return _long("image", "finished images are kept: rerun the same command to resume",
+    return run_long("image", "finished images are kept: rerun the same command to resume",
                  lambda progress, cancel: variants_folder(
                      data, args.run, args.out, copies=args.copies, strength=args.strength, guidance=args.guidance,
                      steps=args.steps, seed=args.seed, progress=progress, cancel=cancel, overwrite=args.overwrite))

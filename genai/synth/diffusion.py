@@ -17,7 +17,6 @@ and ``loss.png``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
