@@ -54,6 +54,7 @@ bench: env
 	$(PY) benchmarks/video.py
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/design.py
+	$(PY) benchmarks/topogen.py
 	$(PY) benchmarks/synth.py
 
 clean:

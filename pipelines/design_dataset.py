@@ -70,7 +70,8 @@ def build(out: Path, *, family: str = "train", shape: tuple[int, int] = (64, 64)
         raise InputError(f"--family {family} --shape {shape[0]}x{shape[1]}: {exc}") from None
     out = Path(out)
     _check_parameters(out, {"family": family, "shape": list(shape), "seed": seed, "shard_size": shard_size,
-                            "shards": shards, "simp": D.SIMP, "channels": list(D.CHANNELS), "snapshots": list(D.SNAPSHOTS)})
+                            "shards": shards, "simp": D.SIMP, "channels": list(D.CHANNELS),
+                            "snapshots": list(D.SNAPSHOTS)})
     todo = [k for k in range(shards) if not shard_path(out, k).exists()]
     done = shards - len(todo)
     seconds, t0 = [], time.perf_counter()

@@ -268,7 +268,8 @@ def load_training_arrays(folders: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _batch(x: np.ndarray, y: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(x: np.ndarray, y: np.ndarray, idx: np.ndarray,
+           rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     square = x.shape[-1] == x.shape[-2]
     pairs = [D.d4(x[i], y[i], int(rng.integers(8 if square else 4))) for i in idx]
     return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))
