@@ -18,13 +18,7 @@ def register(sub) -> None:
     dsub = design.add_subparsers(dest="design_command", required=True)
 
     run = dsub.add_parser("run", help="one design (with --problem mbb/cantilever3d: top88/top3d's settings)")
-    src = run.add_mutually_exclusive_group(required=True)
-    src.add_argument("--problem", help="a catalog problem: mbb, cantilever3d, lbracket, bridge, seat_bracket")
-    src.add_argument("--spec", help="a YAML/JSON problem spec")
-    run.add_argument("--nelx", type=int)
-    run.add_argument("--nely", type=int)
-    run.add_argument("--nelz", type=int)
-    run.add_argument("--volfrac", type=float)
+    _add_problem_arguments(run, "mbb, cantilever3d, lbracket, bridge, seat_bracket", "", ("nelx", "nely", "nelz"))
     run.add_argument("--penal", type=float)
     run.add_argument("--rmin", type=float)
     run.add_argument("--filter", choices=["sensitivity", "density"])
@@ -32,24 +26,17 @@ def register(sub) -> None:
     run.add_argument("--max-iterations", type=int)
     run.add_argument("--solver", choices=["auto", "direct", "multigrid"], default="auto")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
-    run.add_argument("--no-mesh", action="store_true", help="skip the STL/GLB export")
-    run.add_argument("--out", required=True, type=Path)
+    _add_output_arguments(run)
     run.set_defaults(handler=cmd_run)
 
     prop = dsub.add_parser("propose", help="a 2D design proposed by the learned generator in one pass, then N SIMP "
                                            "iterations warm-started from it")
-    src = prop.add_mutually_exclusive_group(required=True)
-    src.add_argument("--problem", help="a 2D catalog problem: mbb, lbracket, bridge")
-    src.add_argument("--spec", help="a YAML/JSON problem spec (2D)")
-    prop.add_argument("--nelx", type=int)
-    prop.add_argument("--nely", type=int)
-    prop.add_argument("--volfrac", type=float)
+    _add_problem_arguments(prop, "mbb, lbracket, bridge (2D)", " (2D)", ("nelx", "nely"))
     prop.add_argument("--refine", type=int, default=10, metavar="N",
                       help="SIMP iterations after the proposal (OC, the spec's filter, move 0.2; default 10; 0: the "
                            "raw proposal)")
     prop.add_argument("--model", default="topogen-64", help="a topology generator in models/ (or a folder)")
-    prop.add_argument("--no-mesh", action="store_true", help="skip the STL/GLB export")
-    prop.add_argument("--out", required=True, type=Path)
+    _add_output_arguments(prop)
     prop.set_defaults(handler=cmd_propose)
 
     tr = dsub.add_parser("train-generator", help="train the learned generator on data sets of "
@@ -69,6 +56,21 @@ def register(sub) -> None:
     gen = dsub.add_parser("generate", help="a sweep of design variants, ranked by mass and compliance")
     add_generate_arguments(gen)
     gen.set_defaults(handler=cmd_generate)
+
+
+def _add_problem_arguments(parser, catalog: str, spec_note: str, axes: tuple[str, ...]) -> None:
+    """--problem NAME | --spec FILE, grid sizes for catalog problems, --volfrac (run and propose)."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--problem", help=f"a catalog problem: {catalog}")
+    src.add_argument("--spec", help=f"a YAML/JSON problem spec{spec_note}")
+    for axis in axes:
+        parser.add_argument(f"--{axis}", type=int)
+    parser.add_argument("--volfrac", type=float)
+
+
+def _add_output_arguments(parser) -> None:
+    parser.add_argument("--no-mesh", action="store_true", help="skip the STL/GLB export")
+    parser.add_argument("--out", required=True, type=Path)
 
 
 def add_generate_arguments(gen) -> None:
