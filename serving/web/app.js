@@ -5,7 +5,11 @@ const $ = (id) => document.getElementById(id);
 const KEY_STORE = "genai.apiKey";
 const EXT = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/tiff": "tif" };
 const VIDEO_EXT = /\.(mp4|m4v|mov|mkv|webm|avi|ts|mts|m2ts|mpg|mpeg)$/i;
-const page = { auth: "keys", defaults: {}, modelChosen: false, urls: [], job: null, watch: null };
+const JOB_DONE = ["succeeded", "failed", "cancelled"];
+const TABS = ["upscale", "design", "synth"];
+const page = { auth: "keys", defaults: {}, modelChosen: false, urls: [], job: null, watch: null, tab: "upscale" };
+// what a tab does when it is shown, or when the key changes while it is shown (design.js, synth.js)
+const tabHooks = {};
 
 // --- API -------------------------------------------------------------------------------------
 
@@ -166,7 +170,7 @@ function showJob(job) {
   $("job-state").textContent = `${job.state} ${Math.round((job.progress || 0) * 100)} %`;
   $("job-fps").textContent = job.fps != null ? `${job.fps.toFixed(1)} fps` : "– fps";
   $("job-eta").textContent = formatEta(job.eta_seconds);
-  const done = ["succeeded", "failed", "cancelled"].includes(job.state);
+  const done = JOB_DONE.includes(job.state);
   $("cancel").disabled = done;
   if (!done) setStatus(`Job ${job.id}: ${job.state}.`);
   else if (job.state === "failed") {
@@ -177,13 +181,14 @@ function showJob(job) {
 }
 
 // EventSource cannot send an Authorization header: read the stream with fetch and parse it here.
-async function watchJob(id) {
-  const ctrl = new AbortController();
-  page.watch = ctrl;
+// Follows job `id` until it ends (reconnecting when the stream drops), calling onJob with every
+// state it reports; returns the last one (or what it had when `signal` aborted it).
+async function followJob(id, onJob, signal) {
+  let last = null;
   let failures = 0;
-  while (!ctrl.signal.aborted) {
+  while (!signal.aborted) {
     try {
-      const res = await api(`/v1/jobs/${id}/events`, { signal: ctrl.signal, headers: { Accept: "text/event-stream" } });
+      const res = await api(`/v1/jobs/${id}/events`, { signal, headers: { Accept: "text/event-stream" } });
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
       for (;;) {
@@ -198,15 +203,27 @@ async function watchJob(id) {
           for (const line of block.split("\n")) {
             if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
           }
-          if (data.length) { showJob(JSON.parse(data.join("\n"))); failures = 0; }
+          if (data.length) { last = JSON.parse(data.join("\n")); onJob(last); failures = 0; }
         }
       }
     } catch (err) {
-      if (ctrl.signal.aborted) return;
-      if (err.status || ++failures > 5) { showError(err); return; }
+      if (signal.aborted) break;
+      if (err.status || ++failures > 5) throw err;
     }
-    if (page.job && ["succeeded", "failed", "cancelled"].includes(page.job.state)) break;
+    if (last && JOB_DONE.includes(last.state)) break;
     await new Promise((r) => setTimeout(r, 1000)); // the stream dropped: reconnect
+  }
+  return last;
+}
+
+async function watchJob(id) {
+  const ctrl = new AbortController();
+  page.watch = ctrl;
+  try {
+    await followJob(id, showJob, ctrl.signal);
+  } catch (err) {
+    if (!ctrl.signal.aborted) showError(err);
+    return;
   }
   if (!ctrl.signal.aborted && page.job && page.job.state === "succeeded") await fetchResult(page.job, ctrl.signal);
 }
@@ -248,6 +265,118 @@ function syncVideos() {
   a.addEventListener("pause", () => { b.pause(); b.currentTime = a.currentTime; });
 }
 
+// --- helpers for the other tabs ----------------------------------------------------------------
+
+function hasKey() { return page.auth === "open" || !!$("api-key").value.trim(); }
+
+function requireKey() {
+  if (hasKey()) return true;
+  showError(new Error("Enter an API key first."));
+  $("api-key").focus();
+  return false;
+}
+
+// object URLs kept per owner ("design", "sweep", …), so one part of the page can let go of its own
+const ownedURLs = {};
+function ownedURL(owner, blob) {
+  const url = URL.createObjectURL(blob);
+  (ownedURLs[owner] = ownedURLs[owner] || []).push(url);
+  return url;
+}
+function revokeOwned(owner) { (ownedURLs[owner] || []).splice(0).forEach((u) => URL.revokeObjectURL(u)); }
+
+function base64Bytes(b64) {
+  const raw = atob(b64);
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  return bytes;
+}
+
+function jobFileURL(id, path) { return `/v1/jobs/${encodeURIComponent(id)}/files/${path.split("/").map(encodeURIComponent).join("/")}`; }
+
+function intField(id) { const v = $(id).value.trim(); return v === "" ? null : parseInt(v, 10); }
+function numberField(id) { const v = $(id).value.trim(); return v === "" ? null : parseFloat(v); }
+
+// The job widgets `${prefix}-job|progress|state|rate|eta|cancel` show a job's progress.
+function showJobIn(prefix, job, unit) {
+  const pct = Math.round((job.progress || 0) * 100);
+  $(`${prefix}-progress`).value = job.progress || 0;
+  $(`${prefix}-progress`).textContent = `${pct} %`;
+  $(`${prefix}-state`).textContent = `${job.state} ${pct} %`;
+  $(`${prefix}-rate`).textContent = job.fps != null ? `${job.fps.toFixed(2)} ${unit}` : `– ${unit}`;
+  $(`${prefix}-eta`).textContent = formatEta(job.eta_seconds);
+  $(`${prefix}-cancel`).disabled = JOB_DONE.includes(job.state);
+}
+
+// Submit a job (a FormData with its kind) and follow it in the `${prefix}-…` widgets, reporting
+// to `status(text)`; resolves with the final job (null if `signal` stopped the watch), throws
+// the job's error if it failed.
+async function runJob(prefix, form, { unit, status, signal }) {
+  const job = await (await api("/v1/jobs", { method: "POST", body: form, signal })).json();
+  $(`${prefix}-job`).hidden = false;
+  const cancel = $(`${prefix}-cancel`);
+  cancel.onclick = async () => {
+    cancel.disabled = true;
+    try {
+      showJobIn(prefix, await (await api(`/v1/jobs/${job.id}`, { method: "DELETE" })).json(), unit);
+    } catch (err) { showError(err); }
+  };
+  const report = (j) => { showJobIn(prefix, j, unit); status(`Job ${j.id}: ${j.state}.`); };
+  report(job);
+  const last = await followJob(job.id, report, signal);
+  if (signal.aborted || !last) return null;
+  if (last.state === "failed") throw new Error(last.error || "the job failed");
+  if (last.state === "cancelled") status(`Job ${last.id} was cancelled.`);
+  return last;
+}
+
+// Fetch a finished job's result into a download link (the key goes in a header, so a blob URL).
+async function resultLink(job, linkId, owner, fallbackName, signal) {
+  const res = await api(job.result_url || `/v1/jobs/${job.id}/result`, { signal });
+  const blob = await res.blob();
+  const named = /filename="?([^";]+)"?/.exec(res.headers.get("Content-Disposition") || "");
+  const link = $(linkId);
+  revokeOwned(owner);
+  link.href = ownedURL(owner, blob);
+  link.download = named ? named[1] : fallbackName;
+  return blob;
+}
+
+// --- tabs ------------------------------------------------------------------------------------
+
+function selectTab(name, { focus = false } = {}) {
+  if (!TABS.includes(name)) name = "upscale";
+  for (const t of TABS) {
+    const on = t === name;
+    const tab = $(`tab-${t}`);
+    tab.setAttribute("aria-selected", String(on));
+    tab.tabIndex = on ? 0 : -1;
+    $(`panel-${t}`).hidden = !on;
+  }
+  if (focus) $(`tab-${name}`).focus();
+  if (location.hash.slice(1) !== name) history.replaceState(null, "", `#${name}`);
+  if (page.tab !== name) showError(null);
+  page.tab = name;
+  if (tabHooks[name]) tabHooks[name]();
+}
+
+function initTabs() {
+  const list = document.querySelector("[role=tablist]");
+  list.addEventListener("click", (e) => {
+    const tab = e.target.closest("[role=tab]");
+    if (tab) selectTab(tab.id.replace(/^tab-/, ""));
+  });
+  list.addEventListener("keydown", (e) => {
+    const i = TABS.indexOf(page.tab);
+    const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: TABS.length - 1 }[e.key];
+    if (to === undefined) return;
+    e.preventDefault();
+    selectTab(TABS[(to + TABS.length) % TABS.length], { focus: true });
+  });
+  window.addEventListener("hashchange", () => selectTab(location.hash.slice(1)));
+  selectTab(location.hash.slice(1));
+}
+
 // --- wiring ----------------------------------------------------------------------------------
 
 async function submit(event) {
@@ -280,7 +409,10 @@ async function init() {
   $("api-key").addEventListener("input", () => {
     localStorage.setItem(KEY_STORE, $("api-key").value.trim());
     clearTimeout(timer);
-    timer = setTimeout(loadModels, 300);
+    timer = setTimeout(() => {
+      loadModels();
+      if (page.tab !== "upscale" && tabHooks[page.tab]) tabHooks[page.tab]();
+    }, 300);
   });
   $("model").addEventListener("change", () => { page.modelChosen = true; });
   $("file").addEventListener("change", applyKind);
@@ -292,6 +424,7 @@ async function init() {
   $("form").addEventListener("submit", submit);
   syncVideos();
   applyKind();
+  initTabs();
   await loadModels();
 }
 
