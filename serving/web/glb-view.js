@@ -4,8 +4,8 @@
 //   view.load(arrayBuffer);             // parse and show a .glb (replaces what was shown)
 //   view.reset();                       // camera back to the fitted view
 //
-// The mesh is drawn with a Lambert shader (a light near the eye plus a little ambient, both
-// sides lit), the camera fitted to the mesh's bounds; drag to orbit, wheel (or +/-) to zoom,
+// The mesh is drawn with a Lambert shader (a light above-left of the eye plus a little ambient,
+// both sides lit), the camera fitted to the mesh's bounds; drag to orbit, wheel (or +/-) to zoom,
 // arrow keys to orbit, double-click (or Home) to reset. Reads triangle primitives of every
 // node of the default scene (node matrices applied), indexed or not; a NORMAL attribute is
 // used when present, otherwise flat (per-face) normals are computed.
@@ -184,25 +184,20 @@ attribute vec3 aNormal;
 uniform mat4 uView;
 uniform mat4 uProjection;
 varying vec3 vNormal;
-varying vec3 vEye;
 void main() {
-  vec4 p = uView * vec4(aPosition, 1.0);
   vNormal = (uView * vec4(aNormal, 0.0)).xyz;  // the view is a rotation and a translation
-  vEye = -p.xyz;
-  gl_Position = uProjection * p;
+  gl_Position = uProjection * uView * vec4(aPosition, 1.0);
 }`;
 
 const FRAGMENT_SHADER = `
 precision mediump float;
 uniform vec3 uColor;
 varying vec3 vNormal;
-varying vec3 vEye;
 void main() {
   vec3 n = normalize(vNormal);
   vec3 l = normalize(vec3(0.35, 0.55, 1.0));  // from above-left of the eye, in view space
-  float key = abs(dot(n, l));                  // both sides lit: open or flipped meshes still read
-  float rim = abs(dot(n, normalize(vEye)));
-  gl_FragColor = vec4(uColor * (0.22 + 0.63 * key + 0.15 * rim), 1.0);
+  float lambert = abs(dot(n, l));              // both sides lit: open or flipped meshes still read
+  gl_FragColor = vec4(uColor * (0.25 + 0.75 * lambert), 1.0);
 }`;
 
 function perspective(fovy, aspect, near, far) {
@@ -336,6 +331,7 @@ class GlbView {
     const p = this.program;
     const { view, near, far } = this._view();
     gl.enable(gl.DEPTH_TEST);
+    gl.disable(gl.DITHER);
     gl.useProgram(p.id);
     gl.uniformMatrix4fv(p.uView, false, new Float32Array(view));
     gl.uniformMatrix4fv(p.uProjection, false, new Float32Array(perspective(FOV, canvas.width / canvas.height, near, far)));

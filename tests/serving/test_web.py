@@ -214,3 +214,185 @@ def test_video_job_runs_to_a_result(browser, worker_server, clip, tmp_path):
         saved = tmp_path / "result.mp4"
         info.value.save_as(saved)
         assert saved.read_bytes()[4:8] == b"ftyp"
+
+
+# --- tabs and the 3D view ------------------------------------------------------------------------
+
+# The share of the canvas's pixels that are drawn (not the transparent clear colour) and a hash
+# of its pixels, read back through a 2D canvas (the viewer keeps its drawing buffer).
+CANVAS_PIXELS = """(sel) => {
+  const c = document.querySelector(sel);
+  const o = document.createElement('canvas');
+  o.width = c.width; o.height = c.height;
+  const x = o.getContext('2d');
+  x.drawImage(c, 0, 0);
+  const d = x.getImageData(0, 0, o.width, o.height).data;
+  let drawn = 0, hash = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i + 3] > 0) drawn++;
+    hash = (Math.imul(hash, 31) + d[i] + 3 * d[i + 1] + 7 * d[i + 2] + 11 * d[i + 3]) >>> 0;
+  }
+  return {share: drawn / (d.length / 4), hash, size: [c.width, c.height]};
+}"""
+
+
+def test_tabs_are_accessible_and_kept_in_the_hash(page, server):
+    url, _ = server
+    tabs = ["upscale", "design", "synth"]
+
+    def selected():
+        on = [t for t in tabs if page.get_attribute(f"#tab-{t}", "aria-selected") == "true"]
+        assert len(on) == 1, on
+        for t in tabs:  # one visible panel, labelled by its tab; the roving tabindex
+            assert page.locator(f"#panel-{t}").is_visible() == (t == on[0])
+            assert page.get_attribute(f"#panel-{t}", "aria-labelledby") == f"tab-{t}"
+            assert page.get_attribute(f"#tab-{t}", "tabindex") == ("0" if t == on[0] else "-1")
+        assert page.locator("#api-key").is_visible()  # the key is shared by every tab
+        return on[0]
+
+    assert page.get_attribute("[role=tablist]", "aria-label")
+    assert page.locator("[role=tablist] [role=tab]").count() == 3
+    assert selected() == "upscale"
+    page.click("#tab-design")
+    assert selected() == "design"
+    assert page.evaluate("location.hash") == "#design"
+
+    # the keyboard: arrows move (and wrap), Home and End jump; focus follows
+    for key, want in [("ArrowRight", "synth"), ("ArrowRight", "upscale"), ("ArrowLeft", "synth"),
+                      ("Home", "upscale"), ("End", "synth")]:
+        page.keyboard.press(key)
+        assert selected() == want
+        assert page.evaluate("document.activeElement.id") == f"tab-{want}"
+        assert page.evaluate("location.hash") == f"#{want}"
+
+    # the hash chooses the tab: when it changes, and when the page is loaded with it
+    page.evaluate("location.hash = '#design'")
+    page.wait_for_function("() => document.getElementById('tab-design').getAttribute('aria-selected') === 'true'")
+    page.goto(url + "/#synth")
+    page.reload()
+    assert selected() == "synth"
+    page.goto(url + "/#nonsense")
+    page.reload()
+    assert selected() == "upscale"
+
+
+def _glb(json_doc: dict, binary: bytes) -> bytes:
+    """A glTF binary file from its JSON and BIN chunks."""
+    import json
+    import struct
+
+    text = json.dumps(json_doc).encode()
+    text += b" " * (-len(text) % 4)
+    binary += b"\0" * (-len(binary) % 4)
+    body = struct.pack("<II", len(text), 0x4E4F534A) + text + struct.pack("<II", len(binary), 0x004E4942) + binary
+    return struct.pack("<III", 0x46546C67, 2, 12 + len(body)) + body
+
+
+def _glb_unindexed_with_normals() -> bytes:
+    """A unit cube as 12 unindexed triangles with per-vertex normals, positions and normals
+    interleaved in one buffer view (stride 24), under a node that scales it by 10 and moves it."""
+    faces = []
+    for axis in range(3):
+        for sign in (0.0, 1.0):
+            corners = []
+            for u, v in [(0, 0), (1, 0), (1, 1), (0, 1)]:
+                p = [0.0, 0.0, 0.0]
+                p[axis], p[(axis + 1) % 3], p[(axis + 2) % 3] = sign, u, v
+                corners.append(p)
+            n = [0.0, 0.0, 0.0]
+            n[axis] = 1.0 if sign else -1.0
+            faces += [(corners[i], n) for i in (0, 1, 2, 0, 2, 3)]
+    data = np.array([p + n for p, n in faces], dtype=np.float32)
+    doc = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}],
+           "nodes": [{"children": [1], "translation": [5, 0, 0]}, {"mesh": 0, "scale": [10, 10, 10]}],
+           "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "NORMAL": 1}}]}],
+           "buffers": [{"byteLength": data.nbytes}],
+           "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": data.nbytes, "byteStride": 24}],
+           "accessors": [{"bufferView": 0, "byteOffset": 0, "componentType": 5126, "count": len(data), "type": "VEC3"},
+                         {"bufferView": 0, "byteOffset": 12, "componentType": 5126, "count": len(data), "type": "VEC3"}]}
+    return _glb(doc, data.tobytes())
+
+
+def test_glb_viewer_draws_meshes(page, tmp_path):
+    """glb-view.js on a GLB the design code writes (trimesh: indexed, no normals) and on a
+    hand-made one (unindexed, interleaved normals, node transforms); a broken file is refused."""
+    import base64
+
+    from genai.design.mesh import density_to_mesh, write_mesh
+
+    x, y = np.meshgrid(np.arange(40), np.arange(20), indexing="ij")
+    ring = ((x - 20) ** 2 / 18 ** 2 + (y - 10) ** 2 / 9 ** 2 < 1) & ((x - 20) ** 2 / 12 ** 2 + (y - 10) ** 2 / 5 ** 2 > 1)
+    mesh = density_to_mesh(ring.astype(float))
+    trimesh_glb = write_mesh(mesh, tmp_path / "ring.glb").read_bytes()
+
+    page.evaluate("""() => {
+      const c = document.createElement('canvas');
+      c.id = 'probe'; c.style.cssText = 'width: 320px; height: 240px; display: block';
+      document.body.prepend(c);
+      window.probe = new GlbView(c);
+      window.loadB64 = (b64) => {
+        const raw = atob(b64), u = new Uint8Array(raw.length);
+        for (let i = 0; i < raw.length; i++) u[i] = raw.charCodeAt(i);
+        return window.probe.load(u.buffer);
+      };
+    }""")
+    empty = page.evaluate(CANVAS_PIXELS, "#probe")
+    assert empty["share"] == 0 and empty["size"] == [320, 240]
+
+    info = page.evaluate("(b) => loadB64(b)", base64.b64encode(trimesh_glb).decode())
+    assert info["triangles"] == len(mesh.faces)
+    assert np.allclose([info["min"], info["max"]], mesh.bounds, atol=1e-5)
+    ring_px = page.evaluate(CANVAS_PIXELS, "#probe")
+    assert 0.1 < ring_px["share"] < 0.9, ring_px  # fitted to the view, with a hole and margins
+
+    # drag orbits, the wheel zooms: the picture changes
+    box = page.locator("#probe").bounding_box()
+    page.mouse.move(box["x"] + 160, box["y"] + 120)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 220, box["y"] + 140, steps=4)
+    page.mouse.up()
+    page.wait_for_function("() => true")  # a frame for the redraw
+    page.wait_for_timeout(100)
+    orbited = page.evaluate(CANVAS_PIXELS, "#probe")
+    assert orbited["hash"] != ring_px["hash"] and orbited["share"] > 0.05
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(100)
+    zoomed = page.evaluate(CANVAS_PIXELS, "#probe")
+    assert zoomed["share"] > orbited["share"]  # closer: the part covers more of the view
+    page.dblclick("#probe")  # back to the fitted view
+    assert page.evaluate(CANVAS_PIXELS, "#probe")["hash"] == ring_px["hash"]
+
+    info = page.evaluate("(b) => loadB64(b)", base64.b64encode(_glb_unindexed_with_normals()).decode())
+    assert info == {"triangles": 12, "min": [5, 0, 0], "max": [15, 10, 10]}
+    cube = page.evaluate(CANVAS_PIXELS, "#probe")
+    assert cube["share"] > 0.15
+    # lit by the given normals: the three visible faces are three different shades
+    shades = page.evaluate("""() => {
+      const c = document.getElementById('probe'), o = document.createElement('canvas');
+      o.width = c.width; o.height = c.height;
+      const x = o.getContext('2d'); x.drawImage(c, 0, 0);
+      const d = x.getImageData(0, 0, o.width, o.height).data, seen = new Map();
+      for (let i = 0; i < d.length; i += 4) if (d[i + 3] === 255) {
+        const k = d[i] + ',' + d[i + 1] + ',' + d[i + 2]; seen.set(k, (seen.get(k) || 0) + 1);
+      }
+      return [...seen.values()].filter((n) => n > 200).length;
+    }""")
+    assert shades == 3
+    # the normals: given ones turned by the node transforms; absent ones computed per face
+    first_triangle = """(b) => {
+      const raw = atob(b), u = new Uint8Array(raw.length);
+      for (let i = 0; i < raw.length; i++) u[i] = raw.charCodeAt(i);
+      const m = glbTriangles(u.buffer);
+      return Array.from(m.normals.slice(0, 9)).concat(Array.from(m.positions.slice(0, 9)));
+    }"""
+    cube_normals = np.array(page.evaluate(first_triangle, base64.b64encode(_glb_unindexed_with_normals()).decode())[:9])
+    # the file's -x (its winding alone would give +x)
+    assert np.allclose(cube_normals.reshape(3, 3) / np.linalg.norm(cube_normals[:3]), [-1, 0, 0])
+    normals = page.evaluate(first_triangle, base64.b64encode(trimesh_glb).decode())
+    n, p = np.array(normals[:9]).reshape(3, 3), np.array(normals[9:]).reshape(3, 3)
+    assert np.allclose(n, n[0]) and np.linalg.norm(n[0]) > 0  # flat: one normal per face
+    assert np.allclose(np.cross(p[1] - p[0], p[2] - p[0]), n[0])
+
+    err = page.evaluate("(b) => { try { loadB64(b); return null; } catch (e) { return e.message; } }",
+                        base64.b64encode(b"not a glb at all, really").decode())
+    assert "not a glTF binary" in err
