@@ -304,8 +304,9 @@ function showJobIn(prefix, job, unit) {
   $(`${prefix}-progress`).textContent = `${pct} %`;
   $(`${prefix}-state`).textContent = `${job.state} ${pct} %`;
   $(`${prefix}-rate`).textContent = job.fps != null ? `${job.fps.toFixed(2)} ${unit}` : `– ${unit}`;
-  $(`${prefix}-eta`).textContent = formatEta(job.eta_seconds);
-  $(`${prefix}-cancel`).disabled = JOB_DONE.includes(job.state);
+  const done = JOB_DONE.includes(job.state);
+  $(`${prefix}-eta`).textContent = done ? "done" : formatEta(job.eta_seconds);
+  $(`${prefix}-cancel`).disabled = done;
 }
 
 // Submit a job (a FormData with its kind) and follow it in the `${prefix}-…` widgets, reporting
@@ -422,6 +423,7 @@ async function init() {
   $("split").addEventListener("input", () => $("compare").style.setProperty("--split", `${$("split").value}%`));
   $("cancel").addEventListener("click", cancelJob);
   $("form").addEventListener("submit", submit);
+  $("key-row").addEventListener("submit", (e) => e.preventDefault()); // Enter in the key field
   syncVideos();
   applyKind();
   initTabs();
