@@ -17,17 +17,18 @@ APP_NAME = "genai"
 
 
 def build_app(args: dict | None = None):
-    """The application: Gateway (ingress) -> Upscaler. ``args``: ``settings`` (Settings fields;
+    """The application: Gateway (ingress) -> Upscaler, Designer, Synthesizer. ``args``: ``settings`` (Settings fields;
     jobs run on Ray by default), ``engine_options`` (EngineConfig fields, e.g. device,
     precision, backend) and ``upscaler`` (deployment options, e.g. ``user_config``; a Serve
     config file sets these per deployment instead)."""
-    from serving.deployments import Gateway, Upscaler
+    from serving.deployments import Designer, Gateway, Synthesizer, Upscaler
 
     args = dict(args or {})
     settings = {"job_executor": "ray", **(args.get("settings") or {})}
-    Settings(**settings)  # a bad setting fails here, with the field named, not in a replica
+    checked = Settings(**settings)  # a bad setting fails here, with the field named, not in a replica
     upscaler = Upscaler.options(**args["upscaler"]) if args.get("upscaler") else Upscaler
-    return Gateway.bind(upscaler.bind(args.get("engine_options")), settings)
+    return Gateway.bind(upscaler.bind(args.get("engine_options")), Designer.bind(checked.design_model),
+                        Synthesizer.bind(), settings)
 
 
 def port_free(host: str, port: int) -> bool:

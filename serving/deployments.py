@@ -1,5 +1,7 @@
-"""Ray Serve deployments: the ``Upscaler`` (many SR models per replica, small images batched)
-and the ``Gateway`` (the FastAPI app of ``serving.gateway`` as the HTTP ingress).
+"""Ray Serve deployments: the ``Upscaler`` (many SR models per replica, small images batched),
+the ``Designer`` (the learned topology generator), the ``Synthesizer`` (trained synthetic-data
+generators, several per replica, by id) and the ``Gateway`` (the FastAPI app of
+``serving.gateway`` as the HTTP ingress).
 
 Resources, autoscaling and batching are set here as defaults and overridden per cluster in
 the Serve config (``serving/deploy/serve_config.yaml``); batching is tuned live through
@@ -97,6 +99,69 @@ class Upscaler:
 
 
 @serve.deployment(
+    name="Designer",
+    ray_actor_options={"num_cpus": 0, "num_gpus": 0},  # small: shares the CPUs (a cluster's config sets them)
+    max_ongoing_requests=16,
+    health_check_period_s=10,
+)
+class Designer:
+    """Hosts the learned topology generator: ``propose(spec, refine)`` answers a 2D spec with the
+    proposal refined by ``refine`` SIMP iterations (metrics and file bytes)."""
+
+    def __init__(self, model: str = "topogen-64") -> None:
+        from genai.design.topogen import TopologyGenerator
+
+        self.generator = TopologyGenerator.load(model)
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-design")
+
+    async def ready(self) -> bool:
+        return True
+
+    async def propose(self, spec: dict, refine: int) -> dict:
+        from serving.inference import design_proposal
+
+        return await asyncio.get_running_loop().run_in_executor(
+            self._runner, lambda: design_proposal(self.generator, spec, refine))
+
+
+@serve.deployment(
+    name="Synthesizer",
+    ray_actor_options={"num_cpus": 0, "num_gpus": 0},
+    max_ongoing_requests=16,
+    health_check_period_s=10,
+)
+class Synthesizer:
+    """Samples from trained synthetic-data generators, up to four loaded per replica (least
+    recently used unloaded first); requests name theirs with ``multiplexed_model_id`` (the
+    generator's id) and pass its folder (on storage every node mounts)."""
+
+    def __init__(self) -> None:
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-synth")
+        self._folders: dict[str, str] = {}
+
+    async def ready(self) -> bool:
+        return True
+
+    @serve.multiplexed(max_num_models_per_replica=4)
+    async def get_model(self, generator_id: str):
+        from genai.synth.diffusion import GeneratorConfig, SynthGenerator
+
+        run = self._folders[generator_id]
+        return await asyncio.get_running_loop().run_in_executor(
+            self._runner, lambda: SynthGenerator(config=GeneratorConfig(run=run)))
+
+    async def sample(self, run_dir: str, counts: dict, seed: int, steps: int, guidance: float, sampler: str) -> dict:
+        from serving.inference import synth_grid
+
+        generator_id = serve.get_multiplexed_model_id()
+        self._folders[generator_id] = run_dir
+        generator = await self.get_model(generator_id)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._runner, lambda: synth_grid(generator, counts, seed=seed, steps=steps, guidance=guidance,
+                                             sampler=sampler))
+
+
+@serve.deployment(
     name="Gateway",
     ray_actor_options={"num_cpus": 0},
     max_ongoing_requests=256,
@@ -105,11 +170,12 @@ class Upscaler:
 )
 @serve.ingress()
 class Gateway:
-    """The HTTP ingress: ``create_app(settings)`` with inference on the Upscaler handle and
-    jobs run with their chunks on Ray."""
+    """The HTTP ingress: ``create_app(settings)`` with the synchronous routes on the model
+    deployments' handles and jobs run on Ray."""
 
-    def __init__(self, upscaler: DeploymentHandle, settings: dict) -> None:
-        self.upscaler = upscaler
+    def __init__(self, upscaler: DeploymentHandle, designer: DeploymentHandle, synthesizer: DeploymentHandle,
+                 settings: dict) -> None:
+        self.handles = (upscaler, designer, synthesizer)
         self.settings = settings
 
     def __serve_build_asgi_app__(self):
@@ -117,4 +183,4 @@ class Gateway:
         from serving.inference import ServeInference
         from serving.settings import Settings
 
-        return create_app(Settings(**self.settings), inference=ServeInference(self.upscaler))
+        return create_app(Settings(**self.settings), inference=ServeInference(*self.handles))

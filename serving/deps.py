@@ -72,7 +72,8 @@ class ErrorBody(BaseModel):
 
 
 _REASONS = {400: "bad input (a corrupt or unreadable file)", 401: "missing, invalid or revoked API key",
-            404: "no such job for this key", 409: "the job is not in a state that allows this",
+            404: "no such job, generator or file for this key", 409: "the job is not in a state that allows this",
+            410: "the job's results were deleted (retention)",
             413: "upload, pixels or output over a limit", 415: "the upload is not a supported type",
             422: "invalid parameters", 429: "rate limit or job quota reached", 503: "model not prepared",
             504: "took longer than the request timeout"}

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from genai.registry import Registry
 
 from serving.inference import Inference, LocalInference
-from serving.jobs import Executor, JobRunner
+from serving.jobs import JobRunner
 from serving.limits import BodyLimit, RateLimiter, error_payload
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import Settings
@@ -47,19 +47,21 @@ def error_response(status: int, message: str, headers: dict | None = None) -> JS
 
 
 def create_app(settings: Settings, *, inference: Inference | None = None, store: Store | None = None,
-               storage: Storage | None = None, executor: Executor | None = None) -> FastAPI:
-    from serving.routes import health, images, jobs, models, web
+               storage: Storage | None = None) -> FastAPI:
+    from serving.routes import designs, health, images, jobs, models, synth, web
 
     store = store or Store(settings.db_url)
     storage = storage or LocalStorage(settings.home / "files")
     service = Service(
         settings=settings, store=store, storage=storage,
-        inference=inference or LocalInference(),
+        inference=inference or LocalInference(design_model=settings.design_model),
         registry=Registry(),
-        runner=JobRunner(store=store, storage=storage, settings=settings, executor=executor),
+        runner=JobRunner(store=store, storage=storage, settings=settings),
         metrics=Metrics(store),
         limiter=RateLimiter(settings.rate_limit_per_minute),
     )
+
+    service.runner.service = service
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -73,7 +75,9 @@ def create_app(settings: Settings, *, inference: Inference | None = None, store:
 
     app = FastAPI(
         title="genai", version="0.1.0", lifespan=lifespan,
-        description="Super-resolution of images (synchronous) and videos (jobs). Every /v1 route needs "
+        description="Three generators: super-resolution of images (synchronous) and videos (jobs), generative "
+                    "design (a learned proposal at once, variant sweeps as jobs) and synthetic training data "
+                    "(generators trained and sampled as jobs, sample grids at once). Every /v1 route needs "
                     "`Authorization: Bearer <key>` (create one with `genai keys create NAME`).",
     )
     app.state.service = service
@@ -95,7 +99,7 @@ def create_app(settings: Settings, *, inference: Inference | None = None, store:
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    for router in (images.router, jobs.router, models.router, health.router, web.router):
+    for router in (images.router, jobs.router, designs.router, synth.router, models.router, health.router, web.router):
         app.include_router(router)
     app.mount("/static", web.static_files(), name="static")
     # outermost first: metrics see every request, including those the body limit refuses

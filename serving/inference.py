@@ -1,35 +1,92 @@
-"""How the gateway reaches the super-resolution engines.
+"""How the gateway reaches the generators for its synchronous routes.
 
-``ServeInference`` calls the Ray Serve ``Upscaler`` deployment through its handle (the service);
-``LocalInference`` keeps engines in this process (``create_app`` without Ray: development, and
-the baseline of benchmarks/serving.py). Both take and return HxWxC uint8/uint16 arrays.
+``ServeInference`` calls the Ray Serve deployments through their handles (the service):
+``Upscaler`` (SR models, multiplexed), ``Designer`` (the learned topology generator) and
+``Synthesizer`` (trained synthetic-data generators, multiplexed by id). ``LocalInference``
+keeps the same engines in this process (``create_app`` without Ray: development, the web
+tests, and the baseline of benchmarks/serving.py). ``design_proposal`` and ``synth_grid`` are
+the work both run, so a replica and the in-process path answer the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+DESIGN_FILES = {"preview_png": "preview.png", "proposal_png": "proposal.png", "glb": "design.glb",
+                "stl": "design.stl"}
 
 
 class Inference(Protocol):
     async def upscale(self, pixels: np.ndarray, *, model: str, scale: float | None,
                       width: int | None, height: int | None) -> np.ndarray: ...
 
+    async def propose(self, spec: dict, *, refine: int) -> dict: ...
+
+    async def sample(self, generator_id: str, run_dir: str, counts: dict[str, int], *, seed: int, steps: int,
+                     guidance: float, sampler: str) -> dict: ...
+
     async def ready(self) -> None: ...
+
+
+def design_proposal(generator, spec: dict, refine: int) -> dict:
+    """The learned generator's design for ``spec`` (a 2D spec dict) after ``refine`` SIMP
+    iterations: its metrics and its files' bytes (``DESIGN_FILES``)."""
+    from genai.design.problem import load_spec
+    from genai.design.run import propose_design
+
+    with tempfile.TemporaryDirectory(prefix="genai-propose-") as tmp:
+        metrics = propose_design(load_spec(spec), Path(tmp), refine=refine, generator=generator)
+        return {"metrics": metrics, **{k: (Path(tmp) / name).read_bytes() for k, name in DESIGN_FILES.items()}}
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def synth_grid(generator, counts: dict[str, int], *, seed: int, steps: int, guidance: float, sampler: str) -> dict:
+    """Images sampled per class (image i from seed ``seed + i``, as ``genai synth sample``) and
+    a grid of them, one row per class: PNG bytes."""
+    classes = generator.classes
+    labels = [i for i, c in enumerate(classes) for _ in range(counts.get(c, 0))]
+    images = generator.sample(labels, seeds=[seed + i for i in range(len(labels))], guidance=guidance, steps=steps,
+                              sampler=sampler)
+    rows = [c for c in classes if counts.get(c, 0)]
+    h, w, ch = (*generator.size, images.shape[-1]) if len(images) else (*generator.size, 1)
+    cols = max([counts.get(c, 0) for c in rows], default=0)
+    grid = np.full((max(1, len(rows)) * (h + 2), max(1, cols) * (w + 2), ch), 255, np.uint8)
+    k = 0
+    for r, c in enumerate(rows):
+        for j in range(counts[c]):
+            grid[r * (h + 2) + 1:r * (h + 2) + 1 + h, j * (w + 2) + 1:j * (w + 2) + 1 + w] = images[k]
+            k += 1
+    return {"classes": classes, "rows": rows, "labels": [classes[i] for i in labels],
+            "pngs": [_png(im) for im in images], "grid": _png(grid)}
 
 
 class LocalInference:
     """Engines in this process, the ``max_models`` most recently used kept loaded."""
 
-    def __init__(self, *, max_models: int = 2, engine_options: dict | None = None) -> None:
+    def __init__(self, *, max_models: int = 2, engine_options: dict | None = None,
+                 design_model: str = "topogen-64") -> None:
         self.max_models = max_models
         self.engine_options = engine_options or {}
+        self.design_model = design_model
         self._engines: OrderedDict = OrderedDict()
+        self._synth: OrderedDict = OrderedDict()  # run folder -> SynthGenerator
+        self._designer = None
         self._lock = threading.Lock()
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-engine")
 
@@ -52,18 +109,49 @@ class LocalInference:
 
         return await asyncio.get_running_loop().run_in_executor(self._runner, run)
 
+    async def propose(self, spec, *, refine):
+        def run():
+            from genai.design.topogen import TopologyGenerator
+
+            if self._designer is None:
+                self._designer = TopologyGenerator.load(self.design_model)
+            return design_proposal(self._designer, spec, refine)
+
+        return await asyncio.get_running_loop().run_in_executor(self._runner, run)
+
+    async def sample(self, generator_id, run_dir, counts, *, seed, steps, guidance, sampler):
+        def run():
+            from genai.synth.diffusion import GeneratorConfig, SynthGenerator
+
+            if run_dir not in self._synth:
+                self._synth[run_dir] = SynthGenerator(config=GeneratorConfig(run=Path(run_dir)))
+                while len(self._synth) > self.max_models:
+                    self._synth.popitem(last=False)
+            self._synth.move_to_end(run_dir)
+            return synth_grid(self._synth[run_dir], counts, seed=seed, steps=steps, guidance=guidance, sampler=sampler)
+
+        return await asyncio.get_running_loop().run_in_executor(self._runner, run)
+
     async def ready(self) -> None:
         return None
 
 
 class ServeInference:
-    """The ``Upscaler`` deployment: requests carry the model id (``@serve.multiplexed``)."""
+    """The deployments: requests to the Upscaler carry the model id and those to the
+    Synthesizer the generator id (``@serve.multiplexed``)."""
 
-    def __init__(self, handle) -> None:
-        self.handle = handle
+    def __init__(self, upscaler, designer=None, synthesizer=None) -> None:
+        self.handle, self.designer, self.synthesizer = upscaler, designer, synthesizer
 
     async def upscale(self, pixels, *, model, scale, width, height):
         return await self.handle.options(multiplexed_model_id=model).upscale.remote(pixels, scale, width, height)
 
+    async def propose(self, spec, *, refine):
+        return await self.designer.propose.remote(spec, refine)
+
+    async def sample(self, generator_id, run_dir, counts, *, seed, steps, guidance, sampler):
+        return await self.synthesizer.options(multiplexed_model_id=generator_id).sample.remote(
+            run_dir, counts, seed, steps, guidance, sampler)
+
     async def ready(self) -> None:
-        await self.handle.ready.remote()
+        await asyncio.gather(*(h.ready.remote() for h in (self.handle, self.designer, self.synthesizer) if h))

@@ -1,58 +1,40 @@
-"""The job runner: claims queued jobs from the store and runs them, reporting progress.
+"""The job runner: claims queued jobs of every kind from the store and runs them, reporting progress.
 
-Each gateway process runs ``Settings.job_workers`` worker threads. A job runs the remaster
-pipeline, in this process (``job_executor="local"``) or with its chunks on Ray actors
-(``"ray"``, the Serve deployment's choice). Progress, fps and ETA go to the store (the SSE
-stream and ``GET /v1/jobs/{id}`` read them there); a cancel request reaches the pipeline
-through its cancel check. On a clean shutdown a running job is given back to the queue; after
-a crash its heartbeat stops and another worker takes it once the lease expires. Either way
-the next run resumes from the chunk manifest of the work folder beside the result.
+Each gateway process runs ``Settings.job_workers`` worker threads. What a job does is its kind's
+(``serving.kinds``): remaster a video, sweep design variants, train or sample a generator, in
+this process (``job_executor="local"``) or on Ray (``"ray"``, the Serve deployment's choice).
+Everything else is the same for every kind: progress, rate and ETA go to the store (the SSE
+stream and ``GET /v1/jobs/{id}`` read them there); a cancel request reaches the engine through
+its cancel check; on a clean shutdown a running job is given back to the queue, after a crash
+its heartbeat stops and another worker takes it once the lease expires, and either way the
+next run resumes from the job's folder. Finished jobs' files are deleted ``result_ttl_hours``
+after they end.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 import uuid
-from dataclasses import fields
-from pathlib import Path
-from typing import Callable
 
 from genai.errors import Cancelled, GenaiError
 from genai.progress import Progress
-from genai.video.remaster import RemasterConfig, RemasterResult, remaster, work_dir_for
 
+from serving.kinds import KINDS, Run
 from serving.settings import Settings
 from serving.storage import Storage
 from serving.store import Job, Store
 
 log = logging.getLogger(__name__)
 
-Executor = Callable[..., RemasterResult]  # (input, output, config, *, progress, cancel)
-REMASTER_FIELDS = {f.name for f in fields(RemasterConfig)}
 _REPORT_EVERY_S = 0.5
 
 
-def local_executor(src: Path, dst: Path, config: RemasterConfig, *, progress, cancel) -> RemasterResult:
-    return remaster(src, dst, config, progress=progress, cancel=cancel)
-
-
-def ray_executor(src: Path, dst: Path, config: RemasterConfig, *, progress, cancel) -> RemasterResult:
-    from pipelines.remaster import remaster_on_ray  # imports ray: only where Ray runs
-
-    return remaster_on_ray(src, dst, config, progress=progress, cancel=cancel)
-
-
-EXECUTORS: dict[str, Executor] = {"local": local_executor, "ray": ray_executor}
-
-
 class JobRunner:
-    def __init__(self, *, store: Store, storage: Storage, settings: Settings,
-                 executor: Executor | None = None) -> None:
+    def __init__(self, *, store: Store, storage: Storage, settings: Settings, service=None) -> None:
         self.store, self.storage, self.settings = store, storage, settings
-        self.executor = executor or EXECUTORS[settings.job_executor]
+        self.service = service  # what a kind may need besides (e.g. another job's folder)
         self.worker_id = uuid.uuid4().hex[:12]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -70,6 +52,10 @@ class JobRunner:
             hb = threading.Thread(target=self._heartbeats, name="genai-job-heartbeat", daemon=True)
             hb.start()
             self._threads.append(hb)
+        if self.settings.result_ttl_hours > 0:
+            sweeper = threading.Thread(target=self._sweep_loop, name="genai-job-retention", daemon=True)
+            sweeper.start()
+            self._threads.append(sweeper)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop taking jobs; running ones stop at their next cancel check and are requeued."""
@@ -102,29 +88,52 @@ class JobRunner:
                 except Exception:  # noqa: BLE001
                     log.exception("heartbeat failed for job %s", job_id)
 
-    # ------------------------------------------------------------- one job
+    def _sweep_loop(self) -> None:
+        every = min(60.0, max(1.0, self.settings.result_ttl_hours * 3600 / 10))
+        while not self._stop.wait(every):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - retried at the next sweep
+                log.exception("retention sweep failed")
 
-    def result_key(self, job: Job) -> str:
-        return self.storage.new_key("results", job.options.get("container", "mp4"), name=job.id)
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Delete the files (result, work folder, upload) of jobs that ended over
+        ``result_ttl_hours`` ago; their rows stay, marked expired. Returns their ids."""
+        cutoff = (now or time.time()) - self.settings.result_ttl_hours * 3600
+        purged = []
+        while batch := self.store.expired(cutoff):
+            for job in batch:
+                self.storage.delete_job(job.id)
+                for key in (job.result_key, job.input_key):
+                    if key and not key.startswith("jobs/"):
+                        self.storage.delete(key)
+                self.store.mark_purged(job.id)
+                purged.append(job.id)
+        if purged:
+            log.info("retention: deleted the files of %d job(s) that ended over %g h ago", len(purged),
+                     self.settings.result_ttl_hours)
+        return purged
+
+    # ------------------------------------------------------------- one job
 
     def run(self, job: Job) -> None:
         with self._lock:
             self._current.add(job.id)
-        key = self.result_key(job)
-        dst = self.storage.staging_path(key)
+        kind = KINDS.get(job.kind)
         t0 = time.monotonic()
-        last = {"report": 0.0, "cancel": 0.0, "frames0": None}
+        last = {"report": 0.0, "cancel": 0.0, "frames0": None, "rate": None}
         cancelled = {"user": False}
 
         def progress(p: Progress) -> None:
             now = time.monotonic()
             if last["frames0"] is None:
-                last["frames0"] = p.done  # frames done by an earlier run do not count toward fps
+                last["frames0"] = p.done  # units done by an earlier run do not count toward the rate
             if now - last["report"] < _REPORT_EVERY_S and p.done < p.total:
                 return
             last["report"] = now
             frames = p.done - last["frames0"]
             fps = frames / (now - t0) if frames > 0 else None
+            last["rate"] = round(fps, 3) if fps else last["rate"]
             eta = (p.total - p.done) / fps if fps else None
             if not self.store.heartbeat(job.id, self.worker_id, progress=p.fraction, fps=fps, eta=eta):
                 cancelled["user"] = True
@@ -140,40 +149,39 @@ class JobRunner:
                     cancelled["user"] = True
             return cancelled["user"]
 
-        options = {k: v for k, v in job.options.items() if k in REMASTER_FIELDS}
-        src = self.storage.local_path(job.input_key)
+        src = self.storage.local_path(job.input_key) if job.input_key else None
+        folder = self.storage.job_dir(job.id)
         try:
-            result = self.executor(src, dst, RemasterConfig(**options), progress=progress, cancel=cancel)
-            self.storage.commit(key, dst)
+            if kind is None:
+                raise GenaiError(f"unknown job kind {job.kind!r} (this server runs {', '.join(KINDS)})")
+            outcome = kind.run(Run(job=job, folder=folder, input=src, executor=self.settings.job_executor,
+                                   service=self.service, progress=progress, cancel=cancel))
         except Cancelled:
             if self._stop.is_set() and not cancelled["user"]:
                 log.info("job %s: stopping; back to the queue (resumes from its finished chunks)", job.id)
                 self.store.release(job.id, self.worker_id)
             else:
                 log.info("job %s: cancelled", job.id)
-                self._discard(dst)
+                self.storage.delete_job(job.id)
                 self.store.finish(job.id, self.worker_id, "cancelled")
         except GenaiError as exc:
             log.info("job %s: failed: %s", job.id, exc)
-            self._discard(dst)
-            self.store.finish(job.id, self.worker_id, "failed", error=_public(str(exc), paths={
-                str(src): job.input_name, str(dst): "result", str(dst.parent): "results"}))
+            self.storage.delete_job(job.id)
+            paths = {str(folder): "job", **({str(src): job.input_name} if src else {})}
+            self.store.finish(job.id, self.worker_id, "failed", error=_public(str(exc), paths=paths))
         except Exception as exc:  # noqa: BLE001 - a bug: the job fails with a reference, the log has the trace
             log.exception("job %s: internal error", job.id)
-            self._discard(dst)
+            self.storage.delete_job(job.id)
             self.store.finish(job.id, self.worker_id, "failed", error=f"internal error ({type(exc).__name__})")
         else:
-            log.info("job %s: done, %d frames in %.1fs (%d chunks resumed)", job.id, result.frames,
-                     result.seconds, result.chunks_resumed)
-            self.store.finish(job.id, self.worker_id, "succeeded", result_key=key,
-                              chunks_resumed=result.chunks_resumed, fps=round(result.fps, 2))
+            seconds = time.monotonic() - t0
+            log.info("job %s (%s): done in %.1fs", job.id, job.kind, seconds)
+            rate = outcome.rate if outcome.rate is not None else last["rate"]
+            self.store.finish(job.id, self.worker_id, "succeeded", result_key=f"jobs/{job.id}/{outcome.result}",
+                              chunks_resumed=outcome.chunks_resumed, fps=rate)
         finally:
             with self._lock:
                 self._current.discard(job.id)
-
-    def _discard(self, dst: Path) -> None:
-        shutil.rmtree(work_dir_for(dst), ignore_errors=True)
-        dst.unlink(missing_ok=True)
 
 
 def _public(message: str, *, paths: dict[str, str]) -> str:

@@ -38,6 +38,9 @@ class Metrics:
                                  ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.upscale_seconds = Histogram("genai_upscale_seconds", "Synchronous upscales: inference time",
                                          ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.generator_seconds = Histogram("genai_generator_seconds", "Synchronous designs and samples: "
+                                           "time in the generator", ["generator"], buckets=LATENCY_BUCKETS,
+                                           registry=self.registry)
         self.registry.register(_JobCollector(store))
 
 

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     job_executor: Literal["local", "ray"] = Field("local", description="'ray': chunks on Ray actors")
     job_lease_s: float = Field(30.0, gt=0, description="a running job without a heartbeat this long is resumed")
     job_max_attempts: int = Field(3, gt=0)
+    result_ttl_hours: float = Field(72.0, ge=0, description="results and uploads of a finished job are deleted "
+                                                            "this long after it ends (0: kept)")
+    max_design_elements: int = Field(200_000, gt=0, description="elements of a design grid (jobs and propose)")
+    max_synth_images: int = Field(20_000, gt=0, description="images of one synth-sample job")
+    design_model: str = Field("topogen-64", description="the learned topology generator of designs:propose")
 
     @model_validator(mode="after")
     def _open_only_on_loopback(self) -> "Settings":

@@ -1,8 +1,10 @@
-"""Where uploads and results live. Names are generated here (``uploads/<uuid>.<ext>``,
-``results/<job id>.<ext>``), never taken from the client, so no path can escape the root.
+"""Where uploads and results live. Names are generated here (``uploads/<uuid>.<ext>``, and a
+folder per job, ``jobs/<job id>/``, holding its work and its results), never taken from the
+client, so no path can escape the root.
 
 ``Storage`` is the interface an S3-compatible store would implement: jobs need a local path to
-read (an object store downloads to a cache) and a local path to write that ``commit`` uploads.
+read (an object store downloads to a cache) and a local job folder to work in (an object store
+would upload it as the job finishes).
 ``LocalStorage`` keeps everything under one directory.
 """
 
@@ -16,16 +18,17 @@ from typing import BinaryIO, Protocol
 
 from genai.paths import atomic_path
 
-_KEY = re.compile(r"^(uploads|results)/[0-9a-f]{32}\.[a-z0-9]{1,5}$")
+_KEY = re.compile(r"^((uploads|results)/[0-9a-f]{32}\.[a-z0-9]{1,5}|jobs/[0-9a-f]{32}/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)$")
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class Storage(Protocol):
     def new_key(self, area: str, suffix: str, name: str | None = None) -> str: ...
     def save(self, key: str, src: BinaryIO) -> int: ...
     def local_path(self, key: str) -> Path: ...
-    def staging_path(self, key: str) -> Path: ...
-    def commit(self, key: str, path: Path) -> None: ...
     def delete(self, key: str) -> None: ...
+    def job_dir(self, job_id: str) -> Path: ...
+    def delete_job(self, job_id: str) -> None: ...
     def writable(self) -> bool: ...
 
 
@@ -36,7 +39,7 @@ class LocalStorage:
             (root / area).mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        if not _KEY.match(key):
+        if not _KEY.match(key) or "/../" in f"/{key}/" or "/./" in f"/{key}/":
             raise ValueError(f"not a storage key: {key!r}")
         return self.root / key
 
@@ -53,17 +56,20 @@ class LocalStorage:
     def local_path(self, key: str) -> Path:
         return self._path(key)
 
-    def staging_path(self, key: str) -> Path:
-        """Where a job writes its result (here: the final place; genai writes atomically and
-        keeps its resumable work folder next to it)."""
-        return self._path(key)
-
-    def commit(self, key: str, path: Path) -> None:
-        if path != self._path(key):
-            shutil.move(path, self._path(key))
-
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def job_dir(self, job_id: str) -> Path:
+        """The job's folder: its work (resumable) and its results; created on demand."""
+        if not _JOB_ID.match(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        path = self.root / "jobs" / job_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def delete_job(self, job_id: str) -> None:
+        if _JOB_ID.match(job_id):
+            shutil.rmtree(self.root / "jobs" / job_id, ignore_errors=True)
 
     def writable(self) -> bool:
         probe = self.root / f".probe-{uuid.uuid4().hex}"

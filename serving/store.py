@@ -331,6 +331,21 @@ class Store:
         return [row[0] for row in stale]
 
 
+    def expired(self, cutoff: float, limit: int = 100) -> list[Job]:
+        """Finished jobs (ended before ``cutoff``) whose files are still kept."""
+        with self._tx() as cur:
+            cur.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') "
+                        "AND finished < ? AND (result_key IS NOT NULL OR input_key != '') ORDER BY finished LIMIT ?",
+                        (cutoff, limit))
+            return [self._row(r) for r in cur.fetchall()]
+
+    def mark_purged(self, job_id: str) -> None:
+        """The job's files are deleted: the row stays (its history), without file keys."""
+        with self._tx() as cur:
+            cur.execute("UPDATE jobs SET result_key = NULL, input_key = '', updated = ? WHERE id = ?",
+                        (time.time(), job_id))
+
+
 class _PgCursor:
     """psycopg with ``?`` placeholders, as sqlite3 takes them."""
 
@@ -351,14 +366,20 @@ class _PgCursor:
         return self._cur.rowcount
 
 
-def job_json(job: Job) -> dict:
-    """The public view of a job (no worker or owner internals)."""
+def job_json(job: Job, *, unit: str | None = None, ttl_hours: float = 0, has_files: bool = False) -> dict:
+    """The public view of a job (no worker or owner internals). ``unit``: what progress and the
+    rate count; ``ttl_hours``: how long results are kept after the job ends (0: always);
+    ``has_files``: its kind's result is a folder of files as well as one download."""
     d = asdict(job)
+    has_result = job.state == "succeeded" and job.result_key is not None
+    expires = d["finished"] + ttl_hours * 3600 if ttl_hours and d["finished"] is not None else None
     return {
         "id": d["id"], "kind": d["kind"], "state": d["state"], "progress": round(d["progress"], 4),
         "fps": d["fps"], "eta_seconds": d["eta"], "error": d["error"], "options": d["options"],
         "input_name": d["input_name"], "created": d["created"], "updated": d["updated"],
         "started": d["started"], "finished": d["finished"], "attempts": d["attempts"],
-        "chunks_resumed": d["chunks_resumed"],
-        "result_url": f"/v1/jobs/{job.id}/result" if job.state == "succeeded" else None,
+        "chunks_resumed": d["chunks_resumed"], "unit": unit,
+        "result_url": f"/v1/jobs/{job.id}/result" if has_result else None,
+        "files_url": f"/v1/jobs/{job.id}/files" if has_result and has_files else None,
+        "expires": expires, "expired": job.state in TERMINAL and job.result_key is None and not job.input_key,
     }

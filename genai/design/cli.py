@@ -82,20 +82,9 @@ def add_generate_arguments(gen) -> None:
 
 
 def _catalog_spec(args):
-    from genai.design import problem as P
-    from genai.errors import InputError
+    from genai.design.problem import catalog_spec
 
-    make = P.CATALOG.get(args.problem)
-    if make is None:
-        raise InputError(f"--problem {args.problem!r}: not in the catalog ({', '.join(P.CATALOG)})")
-    dims = {k: getattr(args, k, None) for k in ("nelx", "nely", "nelz") if getattr(args, k, None) is not None}
-    if any(v < 1 for v in dims.values()):
-        raise InputError(f"--nelx/--nely/--nelz must be at least 1, got {dims}")
-    try:
-        data = make(**dims)
-    except TypeError:
-        raise InputError(f"--problem {args.problem}: does not take {', '.join('--' + k for k in dims)}") from None
-    return P.load_spec(data)
+    return catalog_spec(args.problem, **{k: getattr(args, k, None) for k in ("nelx", "nely", "nelz")})
 
 
 def _spec_of(args: argparse.Namespace):

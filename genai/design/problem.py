@@ -400,3 +400,30 @@ def seat_bracket(nelx: int = 48, nely: int = 24, nelz: int = 16) -> dict:
 
 CATALOG = {"mbb": mbb, "cantilever3d": cantilever3d, "lbracket": lbracket, "bridge": bridge,
            "seat_bracket": seat_bracket}
+
+
+def catalog_spec(name: str, *, volfrac: float | None = None, **dims: int | None) -> Spec:
+    """A catalog problem at the grid size ``dims`` (nelx/nely/nelz; None: its default) and,
+    optionally, another volume fraction. Bad names, sizes and fractions are InputErrors."""
+    make = CATALOG.get(name)
+    if make is None:
+        raise InputError(f"problem {name!r}: not in the catalog ({', '.join(CATALOG)})")
+    dims = {k: v for k, v in dims.items() if v is not None}
+    if any(v < 1 for v in dims.values()):
+        raise InputError(f"nelx/nely/nelz must be at least 1, got {dims}")
+    try:
+        data = make(**dims)
+    except TypeError:
+        raise InputError(f"problem {name}: does not take {', '.join(dims)}") from None
+    return with_volume_fraction(load_spec(data), volfrac)
+
+
+def with_volume_fraction(spec: Spec, volfrac: float | None) -> Spec:
+    """The spec with its volume fraction replaced (its mass target dropped); None: unchanged."""
+    if volfrac is None:
+        return spec
+    if not 0 < volfrac < 1:
+        raise InputError(f"volfrac must be in (0, 1), got {volfrac}")
+    data = spec.model_dump(exclude_none=True)
+    data.pop("mass", None)
+    return load_spec({**data, "volume_fraction": volfrac})

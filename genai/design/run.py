@@ -139,9 +139,11 @@ def run_design(spec: Spec, out: Path, *, values: dict | None = None, overrides: 
 
 
 def propose_design(spec: Spec, out: Path, *, model: str = "topogen-64", refine: int = 10,
-                   progress: ProgressFn | None = None, cancel: CancelFn | None = None, meshes: bool = True) -> dict:
+                   progress: ProgressFn | None = None, cancel: CancelFn | None = None, meshes: bool = True,
+                   generator=None) -> dict:
     """The learned generator's proposal for a 2D spec, then ``refine`` SIMP iterations warm-started
-    from it; the same files as ``run_design`` plus ``proposal.png`` (the raw proposal)."""
+    from it; the same files as ``run_design`` plus ``proposal.png`` (the raw proposal).
+    ``generator``: a loaded ``TopologyGenerator`` (a service keeps one); default: load ``model``."""
     from genai.design import topogen
 
     if refine < 0:
@@ -157,7 +159,7 @@ def propose_design(spec: Spec, out: Path, *, model: str = "topogen-64", refine: 
     if not n_solid < settings.volfrac * problem.grid.elements < problem.grid.elements - n_void:
         raise InputError(f"volume fraction {settings.volfrac}: out of reach with {n_solid / problem.grid.elements:.3f} "
                          f"of the domain kept solid and {n_void / problem.grid.elements:.3f} kept empty")
-    generator = topogen.TopologyGenerator.load(model)
+    generator = generator or topogen.TopologyGenerator.load(model)
     proposal, ms = generator.propose(problem, settings.volfrac)
     check_cancel(cancel)
     result = topogen.refine(problem, settings, proposal, refine, progress=progress, cancel=cancel)

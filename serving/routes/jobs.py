@@ -1,7 +1,10 @@
-"""Jobs: long work (video remastering) submitted, watched, cancelled and downloaded.
+"""Jobs: long work of every kind submitted, watched, cancelled and downloaded.
 
-POST /v1/jobs (202) · GET /v1/jobs · GET /v1/jobs/{id} · GET /v1/jobs/{id}/events (SSE)
-DELETE /v1/jobs/{id} (cancel) · GET /v1/jobs/{id}/result (HTTP Range supported)
+POST /v1/jobs (202; ``kind``: remaster, design, synth-train, synth-sample) · GET /v1/jobs ·
+GET /v1/jobs/{id} · GET /v1/jobs/{id}/events (SSE) · DELETE /v1/jobs/{id} (cancel) ·
+GET /v1/jobs/{id}/result (HTTP Range supported) · GET /v1/jobs/{id}/files[/{path}]
+
+What each kind takes and does is in ``serving.kinds``; this module is the same for all of them.
 """
 
 from __future__ import annotations
@@ -9,25 +12,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Header, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
-
-from genai.engine import target_size
-from genai.errors import InputError
-from genai.video.probe import probe
-from genai.video.remaster import RemasterConfig, plan
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
 
 from serving.deps import Caller, ServiceDep, errors
-from serving.routes.images import check_model, read_upload_head, safe_stem
-from serving.sniff import VIDEO_SUFFIX, video_type
+from serving.kinds import KINDS, Submit
+from serving.routes.images import read_upload_head, safe_stem
 from serving.store import TERMINAL, Job, job_json
 
 router = APIRouter(tags=["jobs"])
-MEDIA = {"mp4": "video/mp4", "mkv": "video/x-matroska", "mov": "video/quicktime"}
+MEDIA = {"glb": "model/gltf-binary", "stl": "model/stl", "png": "image/png", "json": "application/json",
+         "md": "text/markdown; charset=utf-8", "npz": "application/octet-stream", "zip": "application/zip",
+         "safetensors": "application/octet-stream", "yaml": "application/yaml"}
 
 
 class JobOut(BaseModel):
@@ -35,7 +37,7 @@ class JobOut(BaseModel):
     kind: str
     state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: float = Field(ge=0, le=1)
-    fps: float | None
+    fps: float | None = Field(description="units of work per second (frames, designs, steps, images)")
     eta_seconds: float | None
     error: str | None
     options: dict
@@ -46,7 +48,11 @@ class JobOut(BaseModel):
     finished: float | None
     attempts: int
     chunks_resumed: int
+    unit: str | None
     result_url: str | None
+    files_url: str | None
+    expires: float | None = Field(description="when the results will be deleted (epoch seconds)")
+    expired: bool
 
 
 class JobPage(BaseModel):
@@ -54,25 +60,19 @@ class JobPage(BaseModel):
     next_before: float | None = Field(None, description="pass as ?before= for the next page")
 
 
-class RemasterForm(BaseModel):
-    """The remaster options a job takes (the rest is the server's choice)."""
+class FileEntry(BaseModel):
+    path: str
+    size: int
 
-    kind: Literal["remaster"] = "remaster"
-    model: str | None = Field(None, description="model id; default: the server's video model")
-    scale: float | None = Field(None, gt=0, le=8)
-    width: int | None = Field(None, gt=0, le=7680)
-    height: int | None = Field(None, gt=0, le=4320)
-    codec: Literal["h264", "hevc"] = "h264"
-    crf: int | None = Field(None, ge=0, le=51)
-    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-                    "veryslow"] | None = None
-    container: Literal["mp4", "mkv", "mov"] = "mp4"
-    deinterlace: Literal["auto", "on", "off"] = "auto"
-    skip_duplicates: bool = True
-    start: float | None = Field(None, ge=0)
-    end: float | None = Field(None, gt=0)
-    preview: float | None = Field(None, gt=0)
-    chunk_seconds: float = Field(10.0, ge=0.5, le=600)
+
+class FileList(BaseModel):
+    files: list[FileEntry]
+
+
+def public(service, job: Job) -> dict:
+    kind = KINDS.get(job.kind)
+    return job_json(job, unit=getattr(kind, "UNIT", None), ttl_hours=service.settings.result_ttl_hours,
+                    has_files=getattr(kind, "FILES", None) is not None)
 
 
 def _job_or_404(service, job_id: str, owner: str) -> Job:
@@ -95,51 +95,93 @@ def _save_upload(storage, key: str, fileobj) -> str:
     return h.hexdigest()
 
 
-def _check_video(path, name: str, form: RemasterForm, native: int, max_pixels: int) -> None:
+def _form_schema() -> dict:
+    """OpenAPI: the multipart body is one of the kinds' forms (each with its upload, if any)."""
+    variants = []
+    for name, kind in KINDS.items():
+        schema = kind.Form.model_json_schema()
+        schema["title"] = f"{name} job"
+        if kind.UPLOAD != "none":
+            schema["properties"]["file"] = {"type": "string", "format": "binary", "description": kind.UPLOAD_WHAT}
+            if kind.UPLOAD == "required":
+                schema.setdefault("required", []).append("file")
+        schema.pop("$defs", None)
+        variants.append(schema)
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {"oneOf": variants}}}}}
+
+
+async def _read_form(request: Request) -> tuple[dict, UploadFile | None]:
     try:
-        info = probe(path)
-    except InputError as exc:
-        raise HTTPException(400, str(exc).replace(str(path), f"file: {name}")) from None
-    if info.width * info.height > max_pixels:
-        raise HTTPException(413, f"file: {name} is {info.width}x{info.height}, over the limit of "
-                                 f"{max_pixels:,} pixels a frame")
+        form = await request.form(max_files=1, max_fields=200)
+    except Exception as exc:  # noqa: BLE001 - a malformed body is the client's error
+        raise HTTPException(400, f"the body is not a readable multipart form ({type(exc).__name__})") from None
+    fields: dict = {}
+    upload = None
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if key != "file":
+                raise HTTPException(422, f"{key}: unexpected file (the upload goes in 'file')")
+            upload = value
+        elif key in fields:
+            fields[key] = [*fields[key], value] if isinstance(fields[key], list) else [fields[key], value]
+        else:
+            fields[key] = value
+    return fields, upload
+
+
+def _validate(kind, fields: dict):
+    list_fields = {k for k, f in kind.Form.model_fields.items() if getattr(f.annotation, "__origin__", None) is list}
+    data = {k: (v if isinstance(v, list) or k not in list_fields else [v]) for k, v in fields.items()}
+    for k, v in data.items():
+        if isinstance(v, list) and k not in list_fields:
+            raise HTTPException(422, f"{k}: given more than once")
+        if isinstance(v, str) and v == "" and k not in list_fields:
+            data[k] = None  # an empty form field is an absent one (as browsers send them)
+    unknown = sorted(set(data) - set(kind.Form.model_fields))
+    if unknown:
+        raise HTTPException(422, f"{', '.join(unknown)}: not an option of kind {kind.NAME} "
+                                 f"(it takes {', '.join(sorted(kind.Form.model_fields))})")
     try:
-        target_size(info.height, info.width, native=native, scale=form.scale, width=form.width, height=form.height)
-        plan(path, RemasterConfig(**_config_options(form)), native)
-    except InputError as exc:
-        raise HTTPException(422, str(exc).replace(str(path), f"file: {name}").replace("--", "")) from None
+        return kind.Form.model_validate({k: v for k, v in data.items() if v is not None})
+    except ValidationError as exc:
+        raise HTTPException(422, "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}"
+                                           for e in exc.errors())) from None
 
 
-def _config_options(form: RemasterForm) -> dict:
-    return form.model_dump(exclude={"kind", "container"})
-
-
-@router.post("/v1/jobs", status_code=202, response_model=JobOut,
+@router.post("/v1/jobs", status_code=202, response_model=JobOut, openapi_extra=_form_schema(),
              responses={200: {"model": JobOut, "description": "an earlier job with the same Idempotency-Key"},
-                        **errors(400, 413, 415, 503)})
+                        **errors(400, 404, 409, 410, 413, 415, 503)})
 async def submit_job(
+    request: Request,
     owner: Caller,
     service: ServiceDep,
-    form: Annotated[RemasterForm, Form()],
-    file: Annotated[UploadFile, File(description="the video (MP4, MOV, MKV, WebM, AVI, MPEG-TS; sniffed)")],
     idempotency_key: Annotated[str | None, Header(max_length=200, description="a retry with the same key "
                                                   "returns the same job")] = None,
 ):
+    """Submit a job: multipart form with ``kind`` (default remaster), the kind's options and, for
+    remaster and synth-train (optionally design), a ``file``."""
     settings, store, storage = service.settings, service.store, service.storage
-    name = file.filename or "video"
-    head = await read_upload_head(file, settings.max_upload_mb << 20, "video")
-    kind = video_type(head)
+    fields, upload = await _read_form(request)
+    name = fields.pop("kind", None) or "remaster"
+    kind = KINDS.get(name) if isinstance(name, str) else None
     if kind is None:
-        raise HTTPException(415, "file: not a supported video (MP4, MOV, Matroska, WebM, AVI or MPEG-TS), "
-                                 "judged from its content")
-    model = form.model or settings.video_model
-    manifest = check_model(service, model)
-    form = form.model_copy(update={"model": model})
+        raise HTTPException(422, f"kind: unknown job kind {name!r} (one of {', '.join(KINDS)})")
+    form = _validate(kind, {**fields, "kind": name})
+    if upload is None and kind.UPLOAD == "required":
+        raise HTTPException(422, f"file: kind {name} needs {kind.UPLOAD_WHAT}")
+    if upload is not None and kind.UPLOAD == "none":
+        raise HTTPException(422, f"file: kind {name} takes no upload")
 
-    key = storage.new_key("uploads", VIDEO_SUFFIX[kind])
-    digest = await run_in_threadpool(_save_upload, storage, key, file.file)
-    options = form.model_dump(exclude={"kind"})
-    fingerprint = hashlib.sha256(json.dumps([options, digest], sort_keys=True).encode()).hexdigest()
+    key, digest = "", ""
+    if upload is not None:
+        head = await read_upload_head(upload, settings.max_upload_mb << 20, "upload")
+        suffix = kind.sniff(head)
+        if suffix is None:
+            raise HTTPException(415, f"file: not {kind.UPLOAD_WHAT}, judged from its content")
+        key = storage.new_key("uploads", suffix)
+        digest = await run_in_threadpool(_save_upload, storage, key, upload.file)
+    options_in = form.model_dump(mode="json")
+    fingerprint = hashlib.sha256(json.dumps([options_in, digest], sort_keys=True).encode()).hexdigest()
     keep = False
     try:
         if idempotency_key is not None:
@@ -147,22 +189,22 @@ async def submit_job(
             if earlier is not None:
                 if earlier.fingerprint != fingerprint:
                     raise HTTPException(422, "Idempotency-Key was already used for a different request")
-                return JSONResponse(job_json(earlier), status_code=200, headers={"Idempotent-Replayed": "true"})
+                return JSONResponse(public(service, earlier), status_code=200, headers={"Idempotent-Replayed": "true"})
         if store.count_active(owner) >= settings.max_active_jobs:
             raise HTTPException(429, f"at most {settings.max_active_jobs} jobs may be queued or running per key; "
                                      "wait for one to finish or cancel one")
-        path = storage.local_path(key)
-        await run_in_threadpool(_check_video, path, safe_stem(name, "video"), form, manifest.scale,
-                                settings.max_video_pixels)
-        job, created = store.create_job(owner=owner, kind=form.kind, options=options, input_key=key,
-                                        input_name=safe_stem(name, "video"), idempotency_key=idempotency_key,
+        ctx = Submit(service=service, owner=owner, form=form, upload=storage.local_path(key) if key else None,
+                     upload_name=(upload.filename if upload is not None else None) or "")
+        options, input_name = await run_in_threadpool(kind.check, ctx)
+        job, created = store.create_job(owner=owner, kind=name, options=options, input_key=key,
+                                        input_name=safe_stem(input_name, name), idempotency_key=idempotency_key,
                                         fingerprint=fingerprint)
         keep = created
         if not created:  # a concurrent retry won the race
-            return JSONResponse(job_json(job), status_code=200, headers={"Idempotent-Replayed": "true"})
-        return JSONResponse(job_json(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+            return JSONResponse(public(service, job), status_code=200, headers={"Idempotent-Replayed": "true"})
+        return JSONResponse(public(service, job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
     finally:
-        if not keep:
+        if key and not keep:
             storage.delete(key)
 
 
@@ -170,12 +212,12 @@ async def submit_job(
 def list_jobs(owner: Caller, service: ServiceDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
               before: Annotated[float | None, Query(description="created time from next_before")] = None):
     jobs = service.store.list_jobs(owner, limit=limit, before=before)
-    return {"jobs": [job_json(j) for j in jobs], "next_before": jobs[-1].created if len(jobs) == limit else None}
+    return {"jobs": [public(service, j) for j in jobs], "next_before": jobs[-1].created if len(jobs) == limit else None}
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobOut, responses=errors(404))
 def get_job(job_id: str, owner: Caller, service: ServiceDep):
-    return job_json(_job_or_404(service, job_id, owner))
+    return public(service, _job_or_404(service, job_id, owner))
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobOut,
@@ -184,19 +226,58 @@ def cancel_job(job_id: str, owner: Caller, service: ServiceDep):
     job = _job_or_404(service, job_id, owner)
     if job.state in TERMINAL:
         raise HTTPException(409, f"job {job_id} has already finished ({job.state})")
-    return job_json(service.store.request_cancel(job_id, owner))
+    return public(service, service.store.request_cancel(job_id, owner))
+
+
+def _finished(service, job_id: str, owner: str) -> Job:
+    job = _job_or_404(service, job_id, owner)
+    if job.state != "succeeded":
+        raise HTTPException(409, f"job {job_id} has no result ({job.state})")
+    if not job.result_key:
+        raise HTTPException(410, f"job {job_id}: its results were deleted "
+                                 f"{service.settings.result_ttl_hours:g} h after it ended")
+    return job
 
 
 @router.get("/v1/jobs/{job_id}/result", response_class=FileResponse,
-            responses={200: {"content": {m: {} for m in MEDIA.values()}}, 206: {"description": "a byte range"},
-                       416: {"description": "range not satisfiable"}, **errors(404, 409)})
+            responses={200: {"content": {m: {} for m in sorted({m for k in KINDS.values() for m in k.MEDIA.values()})}},
+                       206: {"description": "a byte range"}, 416: {"description": "range not satisfiable"},
+                       **errors(404, 409, 410)})
 def job_result(job_id: str, owner: Caller, service: ServiceDep):
-    job = _job_or_404(service, job_id, owner)
-    if job.state != "succeeded" or not job.result_key:
-        raise HTTPException(409, f"job {job_id} has no result ({job.state})")
+    job = _finished(service, job_id, owner)
+    kind = KINDS[job.kind]
     ext = job.result_key.rsplit(".", 1)[-1]
-    return FileResponse(service.storage.local_path(job.result_key), media_type=MEDIA.get(ext, "application/octet-stream"),
-                        filename=f"{job.input_name}_remastered.{ext}")
+    return FileResponse(service.storage.local_path(job.result_key), media_type=kind.MEDIA.get(ext, "application/octet-stream"),
+                        filename=kind.download_name(job))
+
+
+def _files_root(service, job: Job) -> Path:
+    folder = getattr(KINDS.get(job.kind), "FILES", None)
+    if folder is None:
+        raise HTTPException(404, f"job {job.id}: a {job.kind} job has one result, at /v1/jobs/{job.id}/result")
+    return service.storage.job_dir(job.id) / folder
+
+
+@router.get("/v1/jobs/{job_id}/files", response_model=FileList, responses=errors(404, 409, 410))
+def job_files(job_id: str, owner: Caller, service: ServiceDep):
+    """The files of a finished job's result folder (designs, a generator, a dataset)."""
+    root = _files_root(service, _finished(service, job_id, owner))
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
+                                                                            p.relative_to(root).parts))
+    return {"files": [{"path": p.relative_to(root).as_posix(), "size": p.stat().st_size} for p in files]}
+
+
+@router.get("/v1/jobs/{job_id}/files/{path:path}", response_class=FileResponse,
+            responses={200: {"content": {m: {} for m in sorted(set(MEDIA.values()))}}, **errors(404, 409, 410)})
+def job_file(job_id: str, path: str, owner: Caller, service: ServiceDep):
+    """One file of a finished job's result folder, e.g. ``design_003/design.glb`` or ``summary.json``."""
+    root = _files_root(service, _finished(service, job_id, owner)).resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root) or not target.is_file() or any(p.startswith(".") for p in
+                                                                       target.relative_to(root).parts):
+        raise HTTPException(404, f"job {job_id}: no file {path!r}")
+    ext = target.suffix.lstrip(".").lower()
+    return FileResponse(target, media_type=MEDIA.get(ext, "application/octet-stream"))
 
 
 @router.get("/v1/jobs/{job_id}/events", response_class=StreamingResponse,
@@ -211,7 +292,7 @@ async def job_events(job_id: str, owner: Caller, service: ServiceDep):
             job = await run_in_threadpool(service.store.get_job, job_id, owner)
             if job is None:
                 return
-            data = job_json(job)
+            data = public(service, job)
             snapshot = json.dumps(data, sort_keys=True)
             if snapshot != last:
                 last, idle = snapshot, 0.0

@@ -1,0 +1,97 @@
+"""Generative design at once: POST /v1/designs:propose (the learned generator's design of a 2D
+problem, refined by a few SIMP iterations) and GET /v1/design/problems (the catalog).
+Variant sweeps are jobs (``kind=design``)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import time
+
+from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from genai.design import problem as P
+from genai.errors import InputError
+
+from serving.deps import Caller, ServiceDep, errors
+from serving.kinds.design import spec_of
+
+router = APIRouter(tags=["design"])
+
+
+class ProblemInfo(BaseModel):
+    name: str
+    dim: int
+    resolution: list[int]
+    volume_fraction: float | None
+    proposable: bool = Field(description="2D: designs:propose answers it")
+
+
+class ProblemList(BaseModel):
+    problems: list[ProblemInfo]
+
+
+class ProposeRequest(BaseModel):
+    problem: str | None = Field(None, description="a catalog problem (GET /v1/design/problems)")
+    spec: dict | str | None = Field(None, description="a 2D problem spec (an object, or JSON/YAML text)")
+    nelx: int | None = Field(None, ge=1, le=1000)
+    nely: int | None = Field(None, ge=1, le=1000)
+    volfrac: float | None = Field(None, gt=0, lt=1)
+    refine: int = Field(10, ge=0, le=200, description="SIMP iterations after the proposal")
+
+
+class ProposeOut(BaseModel):
+    metrics: dict
+    preview_png: str = Field(description="base64 PNG of the final density")
+    proposal_png: str = Field(description="base64 PNG of the generator's raw proposal")
+    glb: str = Field(description="base64 binary glTF of the design (density >= 0.5)")
+    stl: str = Field(description="base64 binary STL")
+
+
+@router.get("/v1/design/problems", response_model=ProblemList, responses=errors())
+def problems(owner: Caller) -> ProblemList:
+    out = []
+    for name in P.CATALOG:
+        spec = P.load_spec(name)
+        res = spec.domain.resolution
+        out.append(ProblemInfo(name=name, dim=len(res), resolution=res, volume_fraction=spec.volume_fraction,
+                               proposable=len(res) == 2))
+    return ProblemList(problems=out)
+
+
+def _spec(body: ProposeRequest, max_elements: int) -> dict:
+    import json
+
+    text = body.spec if isinstance(body.spec, str) else None if body.spec is None else json.dumps(body.spec)
+    spec = spec_of(body.problem, text, None, volfrac=body.volfrac, dims={"nelx": body.nelx, "nely": body.nely})
+    res = spec.domain.resolution
+    if len(res) != 2:
+        raise InputError(f"{spec.name}: the learned generator proposes 2D designs; this problem is 3D "
+                         "(submit a design job instead)")
+    if math.prod(res) > max_elements:
+        raise HTTPException(413, f"the design grid has {math.prod(res):,} elements, over the limit of {max_elements:,}")
+    P.discretize(spec)  # bad regions fail here, before the generator's replica
+    return spec.model_dump(mode="json", exclude_none=True)
+
+
+@router.post("/v1/designs:propose", response_model=ProposeOut, responses=errors(413, 503, 504))
+async def propose(body: ProposeRequest, owner: Caller, service: ServiceDep) -> ProposeOut:
+    settings = service.settings
+    try:
+        spec = await run_in_threadpool(_spec, body, settings.max_design_elements)
+    except InputError as exc:
+        raise HTTPException(422, str(exc)) from None
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(settings.request_timeout_s):
+            out = await service.inference.propose(spec, refine=body.refine)
+    except TimeoutError:
+        raise HTTPException(504, f"the design took longer than {settings.request_timeout_s:g} s") from None
+    except InputError as exc:  # e.g. a volume fraction out of reach, or no solid left to mesh
+        raise HTTPException(422, str(exc)) from None
+    service.metrics.generator_seconds.labels("design").observe(time.perf_counter() - t0)
+    b64 = {k: base64.b64encode(v).decode() for k, v in out.items() if isinstance(v, bytes)}
+    return ProposeOut(metrics=out["metrics"], **b64)

@@ -1,0 +1,207 @@
+"""Every job kind through the gateway in-process (real engines, jobs run in this process):
+design sweeps and proposals, generator training and sampling, files, retention, bad input.
+The same kinds through the real Ray Serve app are in test_service.py."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image as PILImage
+
+from serving.gateway import create_app
+from serving.settings import Settings
+
+
+def fashion_zip(classes=(0, 1, 7), per_class: int = 10, top: str = "fashion/", extra: dict | None = None) -> bytes:
+    """A zip of an ImageFolder of real labelled images: Fashion-MNIST (Debian's files), 28x28."""
+    from genai.synth.data import load_fashion_mnist
+
+    d = load_fashion_mnist("test")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for c in classes:
+            for i, idx in enumerate(np.flatnonzero(d.labels == c)[:per_class]):
+                png = io.BytesIO()
+                PILImage.fromarray(d.images[idx][..., 0]).save(png, "PNG")
+                z.writestr(f"{top}{d.classes[c]}/{i:03d}.png", png.getvalue())
+        for name, data in (extra or {}).items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def wait(c: TestClient, job_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = c.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+
+def message(r) -> str:
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["status"] == r.status_code, body
+    return body["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    settings = Settings(data_dir=tmp_path_factory.mktemp("service"), job_workers=1, max_active_jobs=8,
+                        rate_limit_per_minute=0, max_design_elements=20_000)
+    app = create_app(settings)
+    _, key = app.state.service.store.create_key("t")
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+        yield app, client
+
+
+def test_design_sweep_job_ranks_variants_and_serves_their_files(gateway):
+    app, c = gateway
+    r = c.post("/v1/jobs", data={"kind": "design", "problem": "mbb", "nelx": "30", "nely": "10", "n": "2",
+                                 "vary": "volfrac=0.3:0.5"})
+    assert r.status_code == 202, r.text
+    assert r.json()["unit"] == "design" and r.json()["options"]["n"] == 2
+    job = wait(c, r.json()["id"])
+    assert job["state"] == "succeeded", job
+    files = {f["path"] for f in c.get(job["files_url"]).json()["files"]}
+    assert {"summary.json", "contact_sheet.png", "design_000/design.glb", "design_001/metrics.json"} <= files
+    summary = c.get(f"{job['files_url']}/summary.json").json()
+    assert [d["values"]["volfrac"] for d in sorted(summary["designs"], key=lambda d: d["name"])] == [0.3, 0.5]
+    assert summary["pareto_front"]  # the lighter and the stiffer design are both on it
+    glb = c.get(f"{job['files_url']}/design_000/design.glb")
+    assert glb.headers["content-type"] == "model/gltf-binary" and glb.content[:4] == b"glTF"
+    z = zipfile.ZipFile(io.BytesIO(c.get(job["result_url"]).content))
+    assert "design_001/design.stl" in z.namelist() and "summary.json" in z.namelist()
+    for bad in ("../../genai.db", "design_000/../../../genai.db", ".hidden"):
+        assert c.get(f"{job['files_url']}/{bad}").status_code == 404
+
+
+def test_design_job_bad_input_gets_one_message(gateway):
+    _, c = gateway
+    cases = [
+        ({"problem": "nope"}, 422, "not in the catalog"),
+        ({"problem": "mbb", "spec": "{}"}, 422, "exactly one of problem, spec or file"),
+        ({}, 422, "exactly one of problem, spec or file"),
+        ({"problem": "mbb", "vary": "colour=1:2"}, 422, "vary"),
+        ({"problem": "mbb", "n": "0"}, 422, "n"),
+        ({"problem": "mbb", "nelx": "400", "nely": "200"}, 413, "80,000 elements"),
+        ({"spec": "loads: [[["}, 422, "not readable YAML/JSON"),
+        ({"spec": json.dumps({"domain": {"size": [10, 5], "resolution": [10, 5]}, "volume_fraction": 0.4,
+                              "loads": [{"mesh": "/etc/passwd", "force": [0, -1]}],
+                              "supports": [{"face": "xmin"}]})}, 422, "mesh regions are not accepted"),
+        ({"problem": "mbb", "colour": "red"}, 422, "colour: not an option of kind design"),
+    ]
+    for fields, status, text in cases:
+        r = c.post("/v1/jobs", data={"kind": "design", **fields})
+        assert r.status_code == status and text in message(r), (fields, r.status_code, r.text)
+    r = c.post("/v1/jobs", data={"kind": "design"}, files={"file": ("spec.yaml", b"\x00\x01binary" * 10)})
+    assert r.status_code == 415
+    assert c.post("/v1/jobs", data={"kind": "painting"}).status_code == 422
+
+
+def test_design_from_an_uploaded_spec_file(gateway):
+    _, c = gateway
+    spec = ("name: shelf\ndomain: {size: [20, 10], resolution: [20, 10]}\nvolume_fraction: 0.4\n"
+            "loads: [{point: [20, 10], force: [0, -1]}]\nsupports: [{face: xmin}]\nmax_iterations: 20\n")
+    r = c.post("/v1/jobs", data={"kind": "design", "n": "1"}, files={"file": ("shelf.yaml", spec.encode())})
+    assert r.status_code == 202, r.text
+    job = wait(c, r.json()["id"])
+    assert job["state"] == "succeeded" and job["input_name"] == "shelf"
+
+
+def test_propose_answers_with_the_learned_generators_design(gateway):
+    _, c = gateway
+    r = c.post("/v1/designs:propose", json={"problem": "mbb", "nelx": 64, "nely": 32, "volfrac": 0.4, "refine": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    m = body["metrics"]
+    assert m["model"] == "topogen-64" and m["refine_iterations"] == 2 and abs(m["volume_fraction"] - 0.4) < 0.01
+    assert base64.b64decode(body["glb"])[:4] == b"glTF"
+    assert PILImage.open(io.BytesIO(base64.b64decode(body["preview_png"]))).size[0] > 0
+    problems = {p["name"]: p for p in c.get("/v1/design/problems").json()["problems"]}
+    assert problems["mbb"]["proposable"] and not problems["cantilever3d"]["proposable"]
+    r = c.post("/v1/designs:propose", json={"problem": "cantilever3d", "nelx": 12, "nely": 4, "nelz": 2})
+    assert r.status_code == 422
+    r = c.post("/v1/designs:propose", json={"problem": "cantilever3d"})
+    assert r.status_code == 422 and "2D" in message(r)
+    r = c.post("/v1/designs:propose", json={"problem": "mbb", "volfrac": 1.5})
+    assert r.status_code == 422
+
+
+def test_synth_train_then_sample_a_grid_and_a_dataset(gateway):
+    app, c = gateway
+    r = c.post("/v1/jobs", data={"kind": "synth-train", "steps": "30", "batch": "16"},
+               files={"file": ("digits.zip", fashion_zip())})
+    assert r.status_code == 202, r.text
+    assert r.json()["options"]["classes"] == ["Sneaker", "T-shirt_top", "Trouser"]
+    train = wait(c, r.json()["id"])
+    assert train["state"] == "succeeded", train
+    assert {"generator.safetensors", "model.json", "MODEL_CARD.md"} <= {f["path"] for f in
+                                                                        c.get(train["files_url"]).json()["files"]}
+    gens = c.get("/v1/generators").json()["generators"]
+    assert [g["id"] for g in gens] == [train["id"]] and gens[0]["size"] == [28, 28]
+
+    r = c.post("/v1/synth:sample", json={"generator": train["id"], "per_class": 2, "steps": 4})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [i["label"] for i in body["images"]] == ["Sneaker"] * 2 + ["T-shirt_top"] * 2 + ["Trouser"] * 2
+    grid = PILImage.open(io.BytesIO(base64.b64decode(body["grid_png"])))
+    assert grid.size == (2 * 30, 3 * 30)
+    again = c.post("/v1/synth:sample", json={"generator": train["id"], "per_class": 2, "steps": 4}).json()
+    assert again["images"] == body["images"]  # seeded: the same request gives the same images
+
+    r = c.post("/v1/jobs", data={"kind": "synth-sample", "generator": train["id"], "classes": "Trouser=3,Sneaker=1",
+                                 "steps": "4"})
+    assert r.status_code == 202, r.text
+    job = wait(c, r.json()["id"])
+    assert job["state"] == "succeeded", job
+    z = zipfile.ZipFile(io.BytesIO(c.get(job["result_url"]).content))
+    names = z.namelist()
+    assert sum(n.startswith("Trouser/") for n in names) == 3 and sum(n.startswith("Sneaker/") for n in names) == 1
+    card = json.loads(z.read("dataset.json"))
+    assert card["class_counts"] == {"Sneaker": 1, "T-shirt_top": 0, "Trouser": 3}
+    assert str(app.state.service.settings.home) not in z.read("dataset.json").decode()  # no server path
+
+
+def test_synth_bad_input_gets_one_message(gateway):
+    _, c = gateway
+    cases = [
+        ({"file": ("x.zip", b"not a zip at all")}, {}, 415, "zip of an ImageFolder"),
+        ({"file": ("one.zip", fashion_zip(classes=(3,)))}, {}, 422, "at least two class folders"),
+        ({"file": ("evil.zip", fashion_zip(extra={"../../evil.png": b"x"}))}, {}, 422, "unsafe path"),
+        ({}, {}, 422, "needs a zip"),
+        ({"file": ("d.zip", fashion_zip())}, {"steps": "0"}, 422, "steps"),
+    ]
+    for files, fields, status, text in cases:
+        r = c.post("/v1/jobs", data={"kind": "synth-train", **fields}, files=files or None)
+        assert r.status_code == status and text in message(r), (text, r.status_code, r.text)
+    r = c.post("/v1/jobs", data={"kind": "synth-sample", "generator": "0" * 32, "per_class": "1"})
+    assert r.status_code == 404 and "generator" in message(r)
+    r = c.post("/v1/synth:sample", json={"generator": "f" * 32, "per_class": 1})
+    assert r.status_code == 404
+    r = c.post("/v1/jobs", data={"kind": "synth-sample", "generator": "zz"})
+    assert r.status_code == 422
+
+
+def test_finished_results_are_deleted_after_their_retention(gateway):
+    app, c = gateway
+    r = c.post("/v1/jobs", data={"kind": "design", "problem": "mbb", "nelx": "20", "nely": "10", "n": "1"})
+    job = wait(c, r.json()["id"])
+    assert job["state"] == "succeeded" and job["expires"] == pytest.approx(job["finished"] + 72 * 3600)
+    service = app.state.service
+    folder = service.storage.job_dir(job["id"])
+    assert any(folder.iterdir())
+    assert service.runner.sweep(now=time.time() + 3600) == []  # not yet
+    purged = service.runner.sweep(now=time.time() + 73 * 3600)
+    assert job["id"] in purged and not folder.exists()
+    after = c.get(f"/v1/jobs/{job['id']}").json()
+    assert after["expired"] and after["result_url"] is None and after["state"] == "succeeded"
+    r = c.get(f"/v1/jobs/{job['id']}/result")
+    assert r.status_code == 410 and "deleted" in message(r)
