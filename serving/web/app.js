@@ -299,6 +299,7 @@ function numberField(id) { const v = $(id).value.trim(); return v === "" ? null 
 
 // The job widgets `${prefix}-job|progress|state|rate|eta|cancel` show a job's progress.
 function showJobIn(prefix, job, unit) {
+  if (job.unit) unit = `${job.unit}s/s`;
   const pct = Math.round((job.progress || 0) * 100);
   $(`${prefix}-progress`).value = job.progress || 0;
   $(`${prefix}-progress`).textContent = `${pct} %`;

@@ -20,12 +20,17 @@ async function loadProblems() {
   if (design.loadedKey === key && design.problems.length) return;
   try {
     const data = await (await api("/v1/design/problems")).json();
-    design.problems = data.problems || [];
+    // each: {name, dim, resolution: [nelx, nely(, nelz)], volume_fraction, proposable}
+    design.problems = (data.problems || []).map((p) => {
+      const res = p.resolution || [p.nelx, p.nely, p.nelz].filter((n) => n);
+      const dim = p.dim || res.length;
+      return { ...p, dim, nelx: res[0], nely: res[1], nelz: res[2], proposable: p.proposable ?? dim === 2 };
+    });
     design.loadedKey = key;
     const select = $("design-problem");
     const keep = select.value;
     select.replaceChildren(...design.problems.map((p) => {
-      const grid = [p.nelx, p.nely, p.dim === 3 ? p.nelz : null].filter((n) => n).join("×");
+      const grid = [p.nelx, p.nely, p.nelz].filter((n) => n).join("×");
       return new Option(`${p.name} (${p.dim}D${grid ? `, ${grid}` : ""})`, p.name);
     }));
     if (keep && design.problems.some((p) => p.name === keep)) select.value = keep;
@@ -44,8 +49,10 @@ function applyProblem() {
   for (const axis of ["nelx", "nely", "nelz"]) {
     $(`design-${axis}`).placeholder = p && p[axis] ? String(p[axis]) : "catalog";
   }
-  $("propose").disabled = dim3;
-  $("problem-hint").textContent = dim3 ? "3D: sweep only (the learned generator proposes 2D designs)." : "";
+  $("design-volfrac").placeholder = p && p.volume_fraction ? String(p.volume_fraction) : "problem's";
+  const proposable = !p || p.proposable;
+  $("propose").disabled = !proposable;
+  $("problem-hint").textContent = proposable ? "" : "3D: sweep only (the learned generator proposes 2D designs).";
 }
 
 function gridFields() {
@@ -229,7 +236,7 @@ async function showRow(tr) {
   for (const row of tr.parentElement.rows) row.removeAttribute("aria-current");
   tr.setAttribute("aria-current", "true");
   const { name, job } = tr.dataset;
-  sweepStatus(`Loading ${name}…`);
+  $("design-view").setAttribute("aria-busy", "true");
   try {
     const [glb, preview] = await Promise.all([
       api(jobFileURL(job, `${name}/design.glb`)).then((r) => r.arrayBuffer()),
@@ -238,9 +245,10 @@ async function showRow(tr) {
     if (token !== design.shown) return; // another row was chosen meanwhile
     showDesign({ title: `Sweep: ${name} (rank ${tr.cells[0].textContent})`, glb, preview, metrics: tr.dataset.metrics,
                  glbName: `${name}.glb` });
-    sweepStatus(`Showing ${name}.`);
   } catch (err) {
-    if (token === design.shown) { sweepStatus(""); showError(err); }
+    if (token === design.shown) showError(err);
+  } finally {
+    if (token === design.shown) $("design-view").removeAttribute("aria-busy");
   }
 }
 

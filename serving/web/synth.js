@@ -70,8 +70,11 @@ async function train(event) {
   form.append("file", file);
   const steps = intField("train-steps");
   const size = intField("train-size");
+  const batch = intField("train-batch");
   if (steps != null) form.append("steps", String(steps));
   if (size != null) form.append("size", String(size));
+  if (batch != null) form.append("batch", String(batch));
+  if ($("train-hflip").checked) form.append("hflip", "true");
 
   if (synth.train) synth.train.abort();
   const ctrl = new AbortController();
@@ -119,21 +122,25 @@ async function sample(event) {
   }
 }
 
+// the grid has one row per class (data.rows): its labels stand beside the rows
 function showSamples(data) {
   revokeOwned("samples");
   const img = $("sample-grid");
   img.src = ownedURL("samples", new Blob([base64Bytes(data.grid_png)], { type: "image/png" }));
-  const counts = new Map((data.classes || []).map((c) => [c, 0]));
+  const counts = new Map();
   for (const im of data.images || []) counts.set(im.label, (counts.get(im.label) || 0) + 1);
-  $("sample-labels").replaceChildren(...[...counts].map(([label, n]) => {
+  const rows = data.rows || [...counts.keys()];
+  const labels = $("sample-labels");
+  labels.style.gridTemplateRows = `repeat(${Math.max(1, rows.length)}, 1fr)`;
+  labels.replaceChildren(...rows.map((label) => {
     const li = document.createElement("li");
     const name = document.createElement("span");
     name.className = "label";
     name.textContent = label;
-    li.append(name, ` × ${n}`);
+    li.append(name, ` × ${counts.get(label) || 0}`);
     return li;
   }));
-  img.alt = `Grid of ${(data.images || []).length} generated images: ${[...counts.keys()].join(", ")}`;
+  img.alt = `Generated images, one row per class: ${rows.join(", ")}`;
   $("sample-result").hidden = false;
 }
 

@@ -3,6 +3,7 @@ models) driven by headless Chromium through Playwright."""
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
@@ -59,7 +60,7 @@ def server(tmp_path_factory, pulled):
 
 @pytest.fixture(scope="module")
 def worker_server(tmp_path_factory, pulled):
-    """One job worker: video jobs run to the end."""
+    """One job worker: jobs (video, design sweep, synth train and sample) run to the end."""
     pulled(MODEL)
     with serve(tmp_path_factory.mktemp("service-jobs"), job_workers=1) as s:
         yield s
@@ -396,3 +397,172 @@ def test_glb_viewer_draws_meshes(page, tmp_path):
     err = page.evaluate("(b) => { try { loadB64(b); return null; } catch (e) { return e.message; } }",
                         base64.b64encode(b"not a glb at all, really").decode())
     assert "not a glTF binary" in err
+
+
+# --- the Design tab ------------------------------------------------------------------------------
+
+def _wait_drawn(page, design: str):
+    """Wait until the 3D view shows ``design`` (its title contains it); its pixels."""
+    page.wait_for_function("(d) => (document.getElementById('glb-canvas').dataset.design || '').includes(d)", arg=design)
+    return page.evaluate(CANVAS_PIXELS, "#glb-canvas")
+
+
+def test_design_tab_proposes_and_sweeps(browser, worker_server, tmp_path):
+    import re
+    import zipfile
+
+    with open_page(browser, worker_server) as page:
+        page.click("#tab-design")
+        page.locator("#design-problem option[value='mbb']").wait_for(state="attached")
+        page.select_option("#design-problem", "mbb")
+        assert page.is_enabled("#propose")
+        page.select_option("#design-problem", "cantilever3d")  # 3D: no proposal, a z size
+        assert page.is_disabled("#propose") and page.locator("#design-nelz").is_visible()
+        page.select_option("#design-problem", "mbb")
+
+        # propose: the learned generator's design, 2 optimizer iterations
+        page.fill("#design-nelx", "64")
+        page.fill("#design-nely", "32")
+        page.fill("#design-refine", "2")
+        page.click("#propose")
+        px = _wait_drawn(page, "Proposal: mbb 64×32")
+        assert page.locator("#error").is_hidden()
+        page.wait_for_function("() => { const i = document.getElementById('design-preview');"
+                               " return i.complete && i.naturalWidth > 0; }")
+        metrics = page.text_content("#design-metrics")
+        assert re.search(r"compliance \d[\d.e+]*", metrics), metrics
+        assert re.search(r"volume fraction 0\.\d+", metrics), metrics
+        assert re.search(r"proposal [\d.]+ ms", metrics), metrics
+        assert int(page.get_attribute("#glb-canvas", "data-triangles")) > 100
+        assert px["share"] > 0.05, px  # the mesh is drawn, not just the clear colour
+
+        # a bad request: the server's message in the alert
+        page.fill("#design-nelx", "1000")
+        page.fill("#design-nely", "1000")
+        page.click("#propose")
+        page.locator("#error").wait_for(state="visible")
+        assert "over the limit" in page.text_content("#error") and "HTTP 413" in page.text_content("#error")
+
+        # a sweep of two designs on a small grid: progress, the ranking, each design on a click
+        page.fill("#design-nelx", "24")
+        page.fill("#design-nely", "12")
+        page.fill("#sweep-n", "2")
+        page.fill("#sweep-vary", "volfrac=0.3:0.5")
+        page.click("#sweep")
+        page.locator("#sweep-progress").wait_for(state="visible")
+        page.locator("#sweep-output").wait_for(state="visible", timeout=180_000)
+        assert page.locator("#error").is_hidden()
+        assert page.text_content("#sweep-state").startswith("succeeded 100")
+        rows = page.locator("#sweep-table tbody tr")
+        assert rows.count() == 2
+        cells = [[c.strip() for c in rows.nth(i).locator("td").all_text_contents()] for i in range(2)]
+        assert [c[0] for c in cells] == ["1", "2"]
+        assert sorted(c[1] for c in cells) == ["design_000", "design_001"]
+        masses = [float(c[3]) for c in cells]
+        assert all(m > 0 for m in masses) and all(float(c[4]) > 0 for c in cells)
+        assert "on the Pareto front" in cells[0][5]  # rank 1 is on the front
+        assert "2 designs" in page.text_content("#sweep-status")
+
+        first = _wait_drawn(page, f"Sweep: {cells[0][1]}")  # the best design is shown at once
+        first_preview = page.get_attribute("#design-preview", "src")
+        rows.nth(1).click()
+        second = _wait_drawn(page, f"Sweep: {cells[1][1]}")
+        assert rows.nth(1).get_attribute("aria-current") == "true"
+        assert second["share"] > 0.03 and second["hash"] != first["hash"]  # redrawn: another design
+        assert page.get_attribute("#design-preview", "src") != first_preview
+        assert f"mass {cells[1][3]}" in page.text_content("#design-metrics")
+
+        link = page.locator("#sweep-download")
+        assert link.get_attribute("download") == "mbb_designs.zip"
+        with page.expect_download() as info:
+            link.click()
+        saved = tmp_path / "designs.zip"
+        info.value.save_as(saved)
+        with zipfile.ZipFile(saved) as z:
+            names = set(z.namelist())
+        assert {"summary.json", "design_000/design.glb", "design_001/preview.png"} <= names
+
+
+# --- the Synthetic-data tab ------------------------------------------------------------------------
+
+SYNTH_CLASSES = ["Trouser", "Bag", "Sneaker"]
+
+
+@pytest.fixture(scope="module")
+def imagefolder_zip(tmp_path_factory) -> Path:
+    """Fashion-MNIST (Debian's files), 8 real images of each of 3 classes, as a zipped ImageFolder."""
+    import zipfile
+
+    from genai.synth.data import FASHION_MNIST_DIR, load_fashion_mnist
+
+    if not FASHION_MNIST_DIR.exists():
+        pytest.skip(f"needs Fashion-MNIST at {FASHION_MNIST_DIR} (Debian package 'dataset-fashion-mnist')")
+    data = load_fashion_mnist("test")
+    path = tmp_path_factory.mktemp("synth") / "clothes.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for name in SYNTH_CLASSES:
+            label = data.classes.index(name)
+            for k, i in enumerate(np.flatnonzero(data.labels == label)[:8]):
+                buf = io.BytesIO()
+                PILImage.fromarray(data.images[i][..., 0]).save(buf, format="PNG")
+                z.writestr(f"clothes/{name}/{k:03d}.png", buf.getvalue())
+    return path
+
+
+def test_synth_tab_trains_samples_and_makes_a_dataset(browser, worker_server, imagefolder_zip, tmp_path):
+    import zipfile
+
+    with open_page(browser, worker_server) as page:
+        page.click("#tab-synth")
+        page.click("#sample")  # nothing trained yet: said in the alert, no request
+        assert "Train a generator first" in page.text_content("#error")
+
+        page.set_input_files("#train-file", str(imagefolder_zip))
+        page.fill("#train-steps", "20")
+        page.fill("#train-size", "16")
+        page.fill("#train-batch", "8")
+        page.click("#train")
+        page.locator("#train-progress").wait_for(state="visible")
+        page.wait_for_function("() => document.getElementById('generator').value !== ''", timeout=180_000)
+        assert page.locator("#error").is_hidden()
+        assert page.text_content("#train-state").startswith("succeeded 100")
+        option = page.locator("#generator option").first.text_content()
+        assert "3 classes" in option and "16×16" in option, option
+        generator = page.input_value("#generator")
+        assert generator in page.text_content("#train-status")
+
+        # sample: the grid (one row per class) with its class labels
+        page.fill("#sample-per-class", "2")
+        page.fill("#sample-steps", "4")
+        page.click("#sample")
+        page.wait_for_function("() => { const i = document.getElementById('sample-grid');"
+                               " return i.complete && i.naturalWidth > 0; }")
+        labels = page.locator("#sample-labels li .label").all_text_contents()
+        assert sorted(labels) == sorted(SYNTH_CLASSES)
+        assert all(t.endswith("× 2") for t in page.locator("#sample-labels li").all_text_contents())
+        w, h = page.eval_on_selector("#sample-grid", "i => [i.naturalWidth, i.naturalHeight]")
+        assert h == 3 * (16 + 2) and w == 2 * (16 + 2)  # 3 rows of 2 images, 1 px borders
+        assert "6 images of 3 classes" in page.text_content("#sample-status")
+
+        # too many at once: the server's message
+        page.fill("#sample-per-class", "30")
+        page.click("#sample")
+        page.locator("#error").wait_for(state="visible")
+        assert "synth-sample job" in page.text_content("#error")
+
+        # a data set: a job, then its zip
+        page.fill("#dataset-per-class", "3")
+        page.click("#make-dataset")
+        page.locator("#dataset-progress").wait_for(state="visible")
+        page.locator("#dataset-output").wait_for(state="visible", timeout=180_000)
+        assert page.locator("#error").is_hidden()
+        assert page.text_content("#dataset-state").startswith("succeeded 100")
+        with page.expect_download() as info:
+            page.click("#dataset-download")
+        saved = tmp_path / "dataset.zip"
+        info.value.save_as(saved)
+        with zipfile.ZipFile(saved) as z:
+            pngs = [n for n in z.namelist() if n.endswith(".png")]
+            assert any(n.endswith("dataset.json") for n in z.namelist())
+        for name in SYNTH_CLASSES:
+            assert sum(f"/{name}/" in f"/{n}" for n in pngs) == 3, pngs
