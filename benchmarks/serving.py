@@ -8,7 +8,9 @@ and the gateway's overhead against calling the engine directly.
 * batching gain: throughput with batching / without, at the same concurrency (goal >= 1.5x
   at 32);
 * gateway overhead: p50 of a whole HTTP request at concurrency 1 minus the p50 of
-  ``Upscaler.upscale`` called directly on the same image in this process (goal <= 5 ms).
+  ``Upscaler.upscale`` called directly on the same image in this process (goal <= 5 ms), with
+  the engines in the Upscaler deployment (two Ray hops: proxy -> Gateway -> Upscaler) and in
+  the Gateway's replica (``image_inference="ingress"``: one hop);
   It includes PNG decoding and encoding, the proxy, the handle call and the object transfer;
 * load (``--parts load``): 32 clients for 60 s on loopback, 28 sending synchronous upscales and
   4 submitting remaster jobs and following them; every answer's status counted (429s are the
@@ -360,6 +362,9 @@ def main() -> int:
                 print(f"  batching {'on ' if batching else 'off'} c={c:2d}: {rows[-1][5]:.1f} req/s", flush=True,
                       file=sys.stderr)
         empty = healthz_p50(url)
+        url = start_local(Settings(**{**settings.model_dump(exclude_unset=True), "image_inference": "ingress"}),
+                          engine_options={"threads": args.threads})
+        ingress = {c: asyncio.run(load(url, body, args.model, c, max(args.requests, 4 * c))) for c in (1, 8)}
     finally:
         stop_local()
         shutil.rmtree(temp, ignore_errors=True)
@@ -383,7 +388,13 @@ def main() -> int:
           f"   overhead {in_process * 1e3 - direct * 1e3:5.1f} ms")
     print(f"  {'the service (HTTP, Serve proxy, Gateway, Upscaler)':<48} {http_p50:7.1f} ms"
           f"   overhead {http_p50 - direct * 1e3:5.1f} ms (goal <= 5 ms)")
+    one_hop = percentile(ingress[1][0], 50) * 1e3
+    print(f"  {'image_inference=ingress (engines in the Gateway)':<48} {one_hop:7.1f} ms"
+          f"   overhead {one_hop - direct * 1e3:5.1f} ms (one Ray hop fewer)")
     print(f"  {'GET /healthz through the service (no work)':<48} {empty * 1e3:7.1f} ms")
+    lat8, wall8 = ingress[8]
+    print(f"  image_inference=ingress at concurrency 8: p50 {percentile(lat8, 50) * 1e3:.1f} ms, "
+          f"{len(lat8) / wall8:.1f} req/s")
     return 0
 
 
