@@ -8,10 +8,20 @@ and the gateway's overhead against calling the engine directly.
 * batching gain: throughput with batching / without, at the same concurrency (goal >= 1.5x
   at 32);
 * gateway overhead: p50 of a whole HTTP request at concurrency 1 minus the p50 of
-  ``Upscaler.upscale`` called directly on the same image in this process (goal <= 5 ms).
-  It includes PNG decoding and encoding, the proxy, the handle call and the object transfer.
+  ``Upscaler.upscale`` called directly on the same image in this process (goal <= 5 ms), with
+  the engines in the Upscaler deployment (two Ray hops: proxy -> Gateway -> Upscaler) and in
+  the Gateway's replica (``image_inference="ingress"``: one hop);
+  It includes PNG decoding and encoding, the proxy, the handle call and the object transfer;
+* load (``--parts load``): 32 clients for 60 s on loopback, 28 sending synchronous upscales and
+  4 submitting remaster jobs and following them; every answer's status counted (429s are the
+  documented job quota), the resident memory of every process of the service (driver, GCS,
+  raylet, proxy, replicas, workers) at the start and the end, and the data folder's size with
+  a short result retention (results deleted while the test runs);
+* crash (``--parts crash``): ``kill -9`` of the Ray worker encoding a chunk in the middle of a
+  video job; the job must finish with every frame.
 
     .venv/bin/python benchmarks/serving.py [--model realesr-animevideov3] [--requests 96]
+        [--parts latency,load,crash] [--load-seconds 60]
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import asyncio
 import io
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -42,6 +53,7 @@ from serving.app import init_ray, start_local, stop_local  # noqa: E402
 from serving.settings import Settings  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
+TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -126,13 +138,195 @@ def direct_p50(model: str, body: bytes, threads: int, n: int = 50) -> float:
     return statistics.median(times)
 
 
+# ------------------------------------------------------------------ load and crash
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _role(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    first = cmd[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        name = first[5:].split()[0]
+        return "ray::" + ("IDLE" if name.startswith("IDLE") else name.split(".")[0])
+    return Path(first).name if first else "?"
+
+
+def memory_by_role() -> dict[str, float]:
+    """Resident MB of this process and all its descendants (Ray's processes), summed per role."""
+    out: dict[str, float] = {}
+    for pid in _descendants(os.getpid()):
+        try:
+            rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                       if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            continue
+        role = "benchmark driver" if pid == os.getpid() else _role(pid)
+        out[role] = out.get(role, 0.0) + rss / 1024
+    return out
+
+
+def folder_mb(path: str) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
+
+
+async def mixed_load(url: str, body: bytes, clip: bytes, model: str, seconds: float, clients: int = 32,
+                     job_clients: int = 4) -> dict:
+    """``clients`` clients for ``seconds``: synchronous upscales and remaster jobs (submitted,
+    followed to their end). Returns status counts, job outcomes and request latencies."""
+    statuses: dict[str, int] = {}
+    jobs = {"succeeded": 0, "failed": 0, "cancelled": 0, "submitted": 0}
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+
+    def count(kind: str, r: httpx.Response) -> None:
+        statuses[f"{kind} {r.status_code}"] = statuses.get(f"{kind} {r.status_code}", 0) + 1
+
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+        async def upscaler() -> None:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                r = await client.post("/v1/images:upscale", files={"file": ("a.png", body, "image/png")},
+                                      data={"model": model})
+                latencies.append(time.perf_counter() - t0)
+                count("upscale", r)
+
+        async def submitter() -> None:
+            while time.monotonic() < stop:
+                r = await client.post("/v1/jobs", files={"file": ("clip.mp4", clip, "video/mp4")},
+                                      data={"kind": "remaster", "model": model, "chunk_seconds": "0.5"})
+                count("submit", r)
+                if r.status_code != 202:
+                    await asyncio.sleep(1.0)  # 429: the per-key job quota (documented); try again
+                    continue
+                jobs["submitted"] += 1
+                job_id = r.json()["id"]
+                while True:  # followed to its end, even past the test's time
+                    await asyncio.sleep(0.5)
+                    g = await client.get(f"/v1/jobs/{job_id}")
+                    count("job status", g)
+                    if g.status_code != 200 or g.json()["state"] in TERMINAL:
+                        break
+                if g.status_code == 200:
+                    jobs[g.json()["state"]] += 1
+
+        await asyncio.gather(*(upscaler() for _ in range(clients - job_clients)),
+                             *(submitter() for _ in range(job_clients)))
+    return {"statuses": statuses, "jobs": jobs, "latencies": latencies}
+
+
+def worker_pids(role: str) -> list[int]:
+    return [pid for pid in _descendants(os.getpid()) if _role(pid) == role]
+
+
+def crash_run(url: str, clip: bytes, model: str, frames: int) -> dict:
+    """A remaster job whose chunk worker is killed with SIGKILL halfway; returns what happened."""
+    import av
+
+    with httpx.Client(base_url=url, timeout=300) as client:
+        r = client.post("/v1/jobs", files={"file": ("clip.mp4", clip, "video/mp4")},
+                        data={"kind": "remaster", "model": model, "chunk_seconds": "0.5"})
+        r.raise_for_status()
+        job_id = r.json()["id"]
+        t0 = time.monotonic()
+        killed = None
+        while True:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            if killed is None and 0.2 <= job["progress"] < 0.8:
+                pids = worker_pids("ray::ChunkWorker")
+                if pids:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed = (pids[0], job["progress"])
+            if job["state"] in TERMINAL:
+                break
+            time.sleep(0.05)
+        seconds = time.monotonic() - t0
+        got = None
+        if job["state"] == "succeeded":
+            with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+                f.write(client.get(job["result_url"]).content)
+                f.flush()
+                with av.open(f.name) as c:
+                    got = sum(1 for _ in c.decode(c.streams.video[0]))
+    return {"state": job["state"], "killed": killed, "frames": got, "expected": frames, "seconds": seconds,
+            "error": job["error"], "attempts": job["attempts"]}
+
+
+def bunny_clip(seconds: float) -> tuple[bytes, int]:
+    """The first ``seconds`` of Big Buck Bunny at 160x90 (the test suite's clip) and its frames."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: the tests' helpers
+    from tests.video.conftest import cut_bunny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = cut_bunny(Path(tmp) / "bunny.mp4", seconds)
+        return path.read_bytes(), round(25 * seconds)
+
+
+def run_load_and_crash(args, body: bytes, parts: set[str], settings: Settings) -> None:
+    clip, frames = bunny_clip(5.0)
+    url = start_local(settings, engine_options={"threads": args.threads})
+    data = str(settings.home)
+    if "load" in parts:
+        asyncio.run(mixed_load(url, body, clip, args.model, 5.0, clients=4, job_clients=1))  # warm every path
+        time.sleep(2)
+        before, disk0 = memory_by_role(), folder_mb(data)
+        result = asyncio.run(mixed_load(url, body, clip, args.model, args.load_seconds))
+        time.sleep(2)
+        after, disk1 = memory_by_role(), folder_mb(data)
+        lat = result["latencies"]
+        print(f"\nload: 32 clients for {args.load_seconds:g} s (28 synchronous 64x64 upscales, 4 submitting "
+              f"5 s remaster jobs and following them), results kept {settings.result_ttl_hours * 3600:.0f} s")
+        print("  answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(result["statuses"].items())))
+        bad = {k: v for k, v in result["statuses"].items() if not k.endswith((" 200", " 202", " 429"))}
+        print(f"  errors other than the documented 429: {sum(bad.values())}"
+              + (f" ({bad})" if bad else ""))
+        print(f"  jobs: {result['jobs']}")
+        print(f"  upscale latency p50 {percentile(lat, 50) * 1e3:.0f} ms, p95 {percentile(lat, 95) * 1e3:.0f} ms, "
+              f"{len(lat) / args.load_seconds:.1f} req/s")
+        print(f"  data folder: {disk0:.1f} MB before, {disk1:.1f} MB after")
+        print(f"  {'process':<34} {'RSS MB before':>14} {'after':>8} {'change':>8}")
+        for role in sorted(set(before) | set(after), key=lambda r: -after.get(r, 0)):
+            b, a = before.get(role, 0.0), after.get(role, 0.0)
+            print(f"  {role:<34} {b:>14.0f} {a:>8.0f} {a - b:>+8.0f}")
+        print(f"  {'all':<34} {sum(before.values()):>14.0f} {sum(after.values()):>8.0f} "
+              f"{sum(after.values()) - sum(before.values()):>+8.0f}")
+    if "crash" in parts:
+        r = crash_run(url, clip, args.model, frames)
+        killed = f"pid {r['killed'][0]} at {r['killed'][1]:.0%}" if r["killed"] else "nothing (no worker found)"
+        print(f"\ncrash: kill -9 of the chunk worker ({killed}) in a 5 s remaster job: {r['state']}, "
+              f"{r['frames']} of {r['expected']} frames, {r['seconds']:.1f} s, attempts {r['attempts']}"
+              + (f", error: {r['error']}" if r["error"] else ""))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="realesr-animevideov3")
     parser.add_argument("--requests", type=int, default=96, help="requests per concurrency level")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="engine threads, in the Upscaler replica and for the direct call (as genai serve)")
+    parser.add_argument("--parts", default="latency,load,crash", help="which measurements, comma-separated")
+    parser.add_argument("--load-seconds", type=float, default=60.0)
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     fetch.pull(Registry().get(args.model))
     body = sample_png()
 
@@ -146,6 +340,15 @@ def main() -> int:
     rows = []
     try:
         init_ray(temp_dir=os.path.join(temp, "ray"), log_to_driver=False)  # as genai serve starts it
+        if parts & {"load", "crash"}:
+            run_load_and_crash(args, body, parts, Settings(**{
+                **settings.model_dump(exclude_unset=True), "job_workers": 2, "max_active_jobs": 2,
+                "result_ttl_hours": 20 / 3600, "video_model": args.model}))
+            from ray import serve
+
+            serve.delete("genai")
+        if "latency" not in parts:
+            return 0
         results: dict[tuple[bool, int], tuple[list[float], float]] = {}
         for batching in (False, True):
             url = start_local(settings, engine_options={"threads": args.threads},
@@ -159,6 +362,9 @@ def main() -> int:
                 print(f"  batching {'on ' if batching else 'off'} c={c:2d}: {rows[-1][5]:.1f} req/s", flush=True,
                       file=sys.stderr)
         empty = healthz_p50(url)
+        url = start_local(Settings(**{**settings.model_dump(exclude_unset=True), "image_inference": "ingress"}),
+                          engine_options={"threads": args.threads})
+        ingress = {c: asyncio.run(load(url, body, args.model, c, max(args.requests, 4 * c))) for c in (1, 8)}
     finally:
         stop_local()
         shutil.rmtree(temp, ignore_errors=True)
@@ -176,13 +382,19 @@ def main() -> int:
     for c in CONCURRENCY:
         print(f"{c:>11} {by[(True, c)] / by[(False, c)]:>31.2f}x")
     http_p50 = next(p50 for b, c, _, p50, _, _ in rows if not b and c == 1)
-    print(f"\np50 of one request at concurrency 1 (batching off):")
+    print("\np50 of one request at concurrency 1 (batching off):")
     print(f"  {'engine alone (Upscaler.upscale)':<48} {direct * 1e3:7.1f} ms")
     print(f"  {'gateway in-process (ASGI, engines in process)':<48} {in_process * 1e3:7.1f} ms"
           f"   overhead {in_process * 1e3 - direct * 1e3:5.1f} ms")
     print(f"  {'the service (HTTP, Serve proxy, Gateway, Upscaler)':<48} {http_p50:7.1f} ms"
           f"   overhead {http_p50 - direct * 1e3:5.1f} ms (goal <= 5 ms)")
+    one_hop = percentile(ingress[1][0], 50) * 1e3
+    print(f"  {'image_inference=ingress (engines in the Gateway)':<48} {one_hop:7.1f} ms"
+          f"   overhead {one_hop - direct * 1e3:5.1f} ms (one Ray hop fewer)")
     print(f"  {'GET /healthz through the service (no work)':<48} {empty * 1e3:7.1f} ms")
+    lat8, wall8 = ingress[8]
+    print(f"  image_inference=ingress at concurrency 8: p50 {percentile(lat8, 50) * 1e3:.1f} ms, "
+          f"{len(lat8) / wall8:.1f} req/s")
     return 0
 
 

@@ -26,9 +26,12 @@ def build_app(args: dict | None = None):
     args = dict(args or {})
     settings = {"job_executor": "ray", **(args.get("settings") or {})}
     checked = Settings(**settings)  # a bad setting fails here, with the field named, not in a replica
+    generators = (Designer.bind(checked.design_model), Synthesizer.bind())
+    if checked.image_inference == "ingress":  # the SR engines in the gateway's replica: no Upscaler hop
+        gateway = Gateway.options(ray_actor_options={"num_cpus": 1})
+        return gateway.bind(None, *generators, settings, args.get("engine_options"))
     upscaler = Upscaler.options(**args["upscaler"]) if args.get("upscaler") else Upscaler
-    return Gateway.bind(upscaler.bind(args.get("engine_options")), Designer.bind(checked.design_model),
-                        Synthesizer.bind(), settings)
+    return Gateway.bind(upscaler.bind(args.get("engine_options")), *generators, settings)
 
 
 def port_free(host: str, port: int) -> bool:

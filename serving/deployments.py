@@ -173,14 +173,16 @@ class Gateway:
     """The HTTP ingress: ``create_app(settings)`` with the synchronous routes on the model
     deployments' handles and jobs run on Ray."""
 
-    def __init__(self, upscaler: DeploymentHandle, designer: DeploymentHandle, synthesizer: DeploymentHandle,
-                 settings: dict) -> None:
+    def __init__(self, upscaler: DeploymentHandle | None, designer: DeploymentHandle, synthesizer: DeploymentHandle,
+                 settings: dict, engine_options: dict | None = None) -> None:
         self.handles = (upscaler, designer, synthesizer)
         self.settings = settings
+        self.engine_options = engine_options  # image_inference="ingress": the SR engines live here
 
     def __serve_build_asgi_app__(self):
         from serving.gateway import create_app
-        from serving.inference import ServeInference
+        from serving.inference import LocalInference, ServeInference
         from serving.settings import Settings
 
-        return create_app(Settings(**self.settings), inference=ServeInference(*self.handles))
+        local = LocalInference(engine_options=self.engine_options) if self.handles[0] is None else None
+        return create_app(Settings(**self.settings), inference=ServeInference(*self.handles, local=local))

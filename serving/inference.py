@@ -138,12 +138,15 @@ class LocalInference:
 
 class ServeInference:
     """The deployments: requests to the Upscaler carry the model id and those to the
-    Synthesizer the generator id (``@serve.multiplexed``)."""
+    Synthesizer the generator id (``@serve.multiplexed``). With ``local`` (and no Upscaler
+    handle) upscales run in this replica (``image_inference="ingress"``)."""
 
-    def __init__(self, upscaler, designer=None, synthesizer=None) -> None:
-        self.handle, self.designer, self.synthesizer = upscaler, designer, synthesizer
+    def __init__(self, upscaler, designer=None, synthesizer=None, *, local: LocalInference | None = None) -> None:
+        self.handle, self.designer, self.synthesizer, self.local = upscaler, designer, synthesizer, local
 
     async def upscale(self, pixels, *, model, scale, width, height):
+        if self.handle is None:
+            return await self.local.upscale(pixels, model=model, scale=scale, width=width, height=height)
         return await self.handle.options(multiplexed_model_id=model).upscale.remote(pixels, scale, width, height)
 
     async def propose(self, spec, *, refine):

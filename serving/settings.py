@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(120, ge=0, description="requests per key per minute (0: no limit)")
     max_active_jobs: int = Field(2, gt=0, description="queued + running jobs per key")
 
+    image_inference: Literal["deployment", "ingress"] = Field(
+        "deployment", description="where synchronous upscales run: the Upscaler deployment (scales apart from "
+                                  "the gateway, batches) or the gateway's own replica (one Ray hop fewer)")
     image_model: str = "realesrgan-x4plus"
     video_model: str = "realesr-animevideov3"
     job_workers: int = Field(1, ge=0, description="jobs run at once by this gateway process (0: none)")

@@ -31,11 +31,19 @@ class Colour:
     assumed: bool  # True when the source did not say and we chose by resolution, as FFmpeg does
 
 
+def codec_name(stream) -> str:
+    """The stream's codec by its FFmpeg codec id ("mp3", "aac", "opus", "mov_text"), not by the
+    decoder PyAV opened for it: ``codec_context.name`` is the decoder's name, which differs for
+    some codecs (MP3 is decoded by "mp3float", AV1 by "libdav1d"). "" when there is no codec context."""
+    cc = stream.codec_context
+    return cc.codec.canonical_name if cc is not None else ""
+
+
 @dataclass(frozen=True)
 class StreamInfo:
     index: int
     type: str
-    codec: str
+    codec: str  # codec id name (see codec_name)
 
 
 @dataclass(frozen=True)
@@ -125,13 +133,13 @@ def probe(path: str | Path) -> VideoInfo:
         all_pts.sort()
         fmt = first.format
         depth = max(c.bits for c in fmt.components) if fmt.components else 8
-        others = [StreamInfo(s.index, s.type, s.codec_context.name if s.codec_context else "")
+        others = [StreamInfo(s.index, s.type, codec_name(s))
                   for s in container.streams if s.index != stream.index and s.type in ("audio", "subtitle")]
         return VideoInfo(
             path=path, width=stream.codec_context.width, height=stream.codec_context.height,
             pix_fmt=stream.codec_context.pix_fmt, bit_depth=depth, time_base=stream.time_base,
             frames=len(all_pts), keyframes=sorted(set(keyframes)) or [all_pts[0]], frame_pts=all_pts,
             start_pts=all_pts[0], end_pts=all_pts[-1] + max(last_dur, 1), rate=stream.average_rate, colour=colour,
-            rotation=rotation, codec=stream.codec_context.name, others=others,
+            rotation=rotation, codec=codec_name(stream), others=others,
             sample_aspect_ratio=stream.sample_aspect_ratio,
         )

@@ -38,14 +38,15 @@ from genai.engine import EngineConfig, Upscaler, target_size
 from genai.errors import InputError
 from genai.paths import atomic_path
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
-from genai.video.probe import VideoInfo, probe
+from genai.video.probe import VideoInfo, codec_name, probe
 
 log = logging.getLogger(__name__)
 
 ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}
 DEFAULT_CRF = {"h264": 18, "hevc": 20, "av1": 30}
 DEFAULT_PRESET = {"h264": "medium", "hevc": "medium", "av1": "8"}
-# what an output container carries without re-encoding (others are re-encoded or dropped)
+# what an output container carries without re-encoding (others are re-encoded or dropped), by
+# codec id name (probe.codec_name: "mp3", never the decoder's name "mp3float")
 _MP4_OK = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "mov_text"}
 _MKV_NO = {"mov_text"}  # Matroska carries any codec but MP4's timed text
 CONTAINER_CODECS = {".mp4": _MP4_OK, ".m4v": _MP4_OK, ".mov": _MP4_OK | {"pcm_s16le", "pcm_s24le"},
@@ -494,7 +495,7 @@ def assemble(p: Plan, work: Path, output: Path) -> None:
             for s in inp.streams:
                 if s.type not in ("audio", "subtitle") or s.codec_context is None:
                     continue
-                name = s.codec_context.name
+                name = codec_name(s)  # the codec id: the decoder's name can differ (mp3 -> mp3float)
                 o = None
                 if (allowed is None and name not in _MKV_NO) or (allowed is not None and name in allowed):
                     try:

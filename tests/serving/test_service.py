@@ -229,3 +229,43 @@ def test_readiness_and_metrics(live, astronaut):
     assert 'genai_jobs{state="succeeded"}' in text and "genai_job_queue_depth" in text
     assert "genai_job_frames_per_second" in text
     assert 'genai_http_request_duration_seconds_count{method="POST",route="/v1/images:upscale"}' in text
+
+
+# ------------------------------------------------------------------ the other generators
+
+
+def test_design_and_synthetic_data_through_the_serve_app(live):
+    """Design sweeps (Ray tasks), designs:propose (the Designer deployment), generator training
+    and dataset sampling (Ray workers) and synth:sample (the Synthesizer deployment)."""
+    import base64
+
+    from tests.serving.test_kinds import fashion_zip
+
+    with live.client() as c:
+        design = c.post("/v1/jobs", data={"kind": "design", "problem": "mbb", "nelx": "24", "nely": "8", "n": "2",
+                                          "vary": "volfrac=0.35:0.5"})
+        train = c.post("/v1/jobs", data={"kind": "synth-train", "steps": "20", "batch": "8"},
+                       files={"file": ("fashion.zip", fashion_zip(per_class=6))})
+        assert design.status_code == 202 and train.status_code == 202, (design.text, train.text)
+        proposed = c.post("/v1/designs:propose", json={"problem": "mbb", "nelx": 64, "nely": 32, "refine": 1})
+        assert proposed.status_code == 200, proposed.text
+        assert base64.b64decode(proposed.json()["glb"])[:4] == b"glTF"
+
+        events = sse_events(c, design.json()["id"])
+        assert events[-1][1]["state"] == "succeeded", events[-1]
+        assert any(e[1]["state"] == "running" for e in events)
+        files = c.get(events[-1][1]["files_url"]).json()["files"]
+        assert sum(f["path"].endswith("design.glb") for f in files) == 2
+
+        trained = wait_state(c, train.json()["id"], {"succeeded", "failed", "cancelled"})
+        assert trained["state"] == "succeeded", trained
+        grid = c.post("/v1/synth:sample", json={"generator": trained["id"], "per_class": 1, "steps": 3})
+        assert grid.status_code == 200, grid.text
+        assert len(grid.json()["images"]) == 3
+        sample = c.post("/v1/jobs", data={"kind": "synth-sample", "generator": trained["id"], "per_class": "2",
+                                          "steps": "3"})
+        assert sample.status_code == 202, sample.text
+        done = wait_state(c, sample.json()["id"], {"succeeded", "failed", "cancelled"})
+        assert done["state"] == "succeeded", done
+        names = {f["path"] for f in c.get(done["files_url"]).json()["files"]}
+        assert "DATASET_CARD.md" in names and sum(n.endswith(".png") for n in names) == 6

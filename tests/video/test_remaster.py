@@ -239,7 +239,7 @@ def test_subtitles_and_containers(tmp_path, engine, bunny_small, caplog):
         assert sum(1 for pkt in c.demux(c.streams.subtitles[0]) if pkt.size) == 2
     with caplog.at_level("WARNING", logger="genai.video.remaster"):
         remaster(src, tmp_path / "o.mp4", RemasterConfig(), engine=engine)
-    assert "(srt) cannot be carried in .mp4: dropped" in caplog.text
+    assert "(subrip) cannot be carried in .mp4: dropped" in caplog.text  # the codec id, not the decoder (srt)
     with av.open(str(tmp_path / "o.mp4")) as c:
         assert [s.type for s in c.streams] == ["video", "audio"]
     with pytest.raises(InputError, match="WebM holds AV1"):
