@@ -19,7 +19,13 @@ function authHeaders() {
 }
 
 async function api(path, options = {}) {
-  const res = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
+  let res;
+  try {
+    res = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new Error("The service cannot be reached (network error): check the connection and try again.");
+  }
   if (!res.ok) {
     let message = `${res.status} ${res.statusText}`;
     try {

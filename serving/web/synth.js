@@ -184,7 +184,7 @@ async function makeDataset() {
 // --- wiring ----------------------------------------------------------------------------------
 
 function initSynth() {
-  tabHooks.synth = () => loadGenerators();
+  tabHooks.synth = () => loadGenerators({ force: true }); // jobs may have finished meanwhile
   $("train-form").addEventListener("submit", train);
   $("sample-form").addEventListener("submit", sample);
   $("make-dataset").addEventListener("click", makeDataset);
