@@ -352,7 +352,7 @@ async function resultLink(job, linkId, owner, fallbackName, signal) {
 
 // --- tabs ------------------------------------------------------------------------------------
 
-function selectTab(name, { focus = false } = {}) {
+function selectTab(name, { focus = false, hook = true } = {}) {
   if (!TABS.includes(name)) name = "upscale";
   for (const t of TABS) {
     const on = t === name;
@@ -365,7 +365,7 @@ function selectTab(name, { focus = false } = {}) {
   if (location.hash.slice(1) !== name) history.replaceState(null, "", `#${name}`);
   if (page.tab !== name) showError(null);
   page.tab = name;
-  if (tabHooks[name]) tabHooks[name]();
+  if (hook && tabHooks[name]) tabHooks[name]();
 }
 
 function initTabs() {
@@ -382,7 +382,7 @@ function initTabs() {
     selectTab(TABS[(to + TABS.length) % TABS.length], { focus: true });
   });
   window.addEventListener("hashchange", () => selectTab(location.hash.slice(1)));
-  selectTab(location.hash.slice(1));
+  selectTab(location.hash.slice(1), { hook: false }); // at once; its data once the key is known
 }
 
 // --- wiring ----------------------------------------------------------------------------------
@@ -408,6 +408,7 @@ async function submit(event) {
 }
 
 async function init() {
+  initTabs();
   try {
     page.auth = (await (await fetch("/page-config.json")).json()).auth;
   } catch (_) { /* assume keys */ }
@@ -433,7 +434,7 @@ async function init() {
   $("key-row").addEventListener("submit", (e) => e.preventDefault()); // Enter in the key field
   syncVideos();
   applyKind();
-  initTabs();
+  if (page.tab !== "upscale" && tabHooks[page.tab]) tabHooks[page.tab]();
   await loadModels();
 }
 

@@ -347,18 +347,24 @@ def test_glb_viewer_draws_meshes(page, tmp_path):
     assert 0.1 < ring_px["share"] < 0.9, ring_px  # fitted to the view, with a hole and margins
 
     # drag orbits, the wheel zooms: the picture changes
+    def redrawn(action):  # run it, then wait for the viewer's next drawing (one per animation frame)
+        before = int(page.get_attribute("#probe", "data-draws"))
+        action()
+        page.wait_for_function("(n) => +document.getElementById('probe').dataset.draws > n", arg=before)
+        page.wait_for_function("() => !window.probe._frame")  # no redraw pending
+        return page.evaluate(CANVAS_PIXELS, "#probe")
+
     box = page.locator("#probe").bounding_box()
-    page.mouse.move(box["x"] + 160, box["y"] + 120)
-    page.mouse.down()
-    page.mouse.move(box["x"] + 220, box["y"] + 140, steps=4)
-    page.mouse.up()
-    page.wait_for_function("() => true")  # a frame for the redraw
-    page.wait_for_timeout(100)
-    orbited = page.evaluate(CANVAS_PIXELS, "#probe")
+
+    def drag():
+        page.mouse.move(box["x"] + 160, box["y"] + 120)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 220, box["y"] + 140, steps=4)
+        page.mouse.up()
+
+    orbited = redrawn(drag)
     assert orbited["hash"] != ring_px["hash"] and orbited["share"] > 0.05
-    page.mouse.wheel(0, -400)
-    page.wait_for_timeout(100)
-    zoomed = page.evaluate(CANVAS_PIXELS, "#probe")
+    zoomed = redrawn(lambda: page.mouse.wheel(0, -400))
     assert zoomed["share"] > orbited["share"]  # closer: the part covers more of the view
     page.dblclick("#probe")  # back to the fitted view
     assert page.evaluate(CANVAS_PIXELS, "#probe")["hash"] == ring_px["hash"]
