@@ -71,7 +71,7 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-_REASONS = {400: "bad input (a corrupt or unreadable file)", 401: "missing, invalid or revoked API key",
+_REASONS = {400: "bad input (a corrupt or unreadable file or body)", 401: "missing, invalid or revoked API key",
             404: "no such job, generator or file for this key", 409: "the job is not in a state that allows this",
             410: "the job's results were deleted (retention)",
             413: "upload, pixels or output over a limit", 415: "the upload is not a supported type",

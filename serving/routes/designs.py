@@ -77,7 +77,7 @@ def _spec(body: ProposeRequest, max_elements: int) -> dict:
     return spec.model_dump(mode="json", exclude_none=True)
 
 
-@router.post("/v1/designs:propose", response_model=ProposeOut, responses=errors(413, 503, 504))
+@router.post("/v1/designs:propose", response_model=ProposeOut, responses=errors(400, 413, 503, 504))
 async def propose(body: ProposeRequest, owner: Caller, service: ServiceDep) -> ProposeOut:
     settings = service.settings
     try:

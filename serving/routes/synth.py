@@ -66,7 +66,7 @@ def generators(owner: Caller, service: ServiceDep) -> GeneratorList:
     return GeneratorList(generators=[GeneratorInfo(**g) for g in found if g])
 
 
-@router.post("/v1/synth:sample", response_model=SampleOut, responses=errors(404, 409, 410, 413, 504))
+@router.post("/v1/synth:sample", response_model=SampleOut, responses=errors(400, 404, 409, 410, 413, 504))
 async def sample(body: SampleRequest, owner: Caller, service: ServiceDep) -> SampleOut:
     settings = service.settings
     job, meta = await run_in_threadpool(find_generator, service, owner, body.generator)
