@@ -35,6 +35,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -282,19 +283,32 @@ def bunny_clip(seconds: float) -> tuple[bytes, int]:
 
 
 def run_load_and_crash(args, body: bytes, parts: set[str], settings: Settings) -> None:
-    clip, frames = bunny_clip(5.0)
     url = start_local(settings, engine_options={"threads": args.threads})
     data = str(settings.home)
     if "load" in parts:
-        asyncio.run(mixed_load(url, body, clip, args.model, 5.0, clients=4, job_clients=1))  # warm every path
+        short, _ = bunny_clip(1.0)
+        asyncio.run(mixed_load(url, body, short, args.model, 5.0, clients=4, job_clients=1))  # warm every path
         time.sleep(2)
         before, disk0 = memory_by_role(), folder_mb(data)
-        result = asyncio.run(mixed_load(url, body, clip, args.model, args.load_seconds))
+        samples: list[tuple[float, dict]] = []
+        done = threading.Event()
+
+        def sample() -> None:  # the memory over the test, every tenth of it
+            t0 = time.monotonic()
+            while not done.wait(args.load_seconds / 10):
+                samples.append((time.monotonic() - t0, memory_by_role()))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        result = asyncio.run(mixed_load(url, body, short, args.model, args.load_seconds))
+        done.set()
+        sampler.join()
         time.sleep(2)
         after, disk1 = memory_by_role(), folder_mb(data)
         lat = result["latencies"]
         print(f"\nload: 32 clients for {args.load_seconds:g} s (28 synchronous 64x64 upscales, 4 submitting "
-              f"5 s remaster jobs and following them), results kept {settings.result_ttl_hours * 3600:.0f} s")
+              f"1 s remaster jobs and following them; job quota {settings.max_active_jobs} per key), results kept "
+              f"{settings.result_ttl_hours * 3600:.0f} s")
         print("  answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(result["statuses"].items())))
         bad = {k: v for k, v in result["statuses"].items() if not k.endswith((" 200", " 202", " 429"))}
         print(f"  errors other than the documented 429: {sum(bad.values())}"
@@ -309,7 +323,11 @@ def run_load_and_crash(args, body: bytes, parts: set[str], settings: Settings) -
             print(f"  {role:<34} {b:>14.0f} {a:>8.0f} {a - b:>+8.0f}")
         print(f"  {'all':<34} {sum(before.values()):>14.0f} {sum(after.values()):>8.0f} "
               f"{sum(after.values()) - sum(before.values()):>+8.0f}")
+        top = sorted(before, key=lambda r: -before[r])[:3]
+        print("  over the test (s: " + ", ".join(top) + ", all; MB): " + "; ".join(
+            f"{t:.0f}: " + "/".join(f"{m.get(r, 0):.0f}" for r in top) + f"/{sum(m.values()):.0f}" for t, m in samples))
     if "crash" in parts:
+        clip, frames = bunny_clip(5.0)
         r = crash_run(url, clip, args.model, frames)
         killed = f"pid {r['killed'][0]} at {r['killed'][1]:.0%}" if r["killed"] else "nothing (no worker found)"
         print(f"\ncrash: kill -9 of the chunk worker ({killed}) in a 5 s remaster job: {r['state']}, "

@@ -47,6 +47,10 @@ _SCHEMA = [
 ]
 
 
+class QuotaExceeded(Exception):
+    """The owner already has ``max_active`` jobs queued or running."""
+
+
 @dataclass(frozen=True)
 class ApiKey:
     id: str
@@ -191,18 +195,27 @@ class Store:
         return self._row(row) if row else None
 
     def create_job(self, *, owner: str, kind: str, options: dict, input_key: str, input_name: str,
-                   idempotency_key: str | None = None, fingerprint: str | None = None) -> tuple[Job, bool]:
+                   idempotency_key: str | None = None, fingerprint: str | None = None,
+                   max_active: int | None = None) -> tuple[Job, bool]:
         """Insert a queued job. With an idempotency key already used by this owner, the earlier
-        job is returned instead (``created`` False)."""
+        job is returned instead (``created`` False). With ``max_active``, an owner who already
+        has that many jobs queued or running gets ``QuotaExceeded``: counted in the same
+        transaction as the insert, so concurrent submissions cannot pass the quota together."""
         now = time.time()
         job_id = uuid.uuid4().hex
         with self._tx() as cur:
+            if self._postgres:  # SQLite's BEGIN IMMEDIATE already serialises writers
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (owner,))
             if idempotency_key is not None:
                 cur.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND idempotency_key = ?",
                             (owner, idempotency_key))
                 row = cur.fetchone()
                 if row:
                     return self._row(row), False
+            if max_active is not None:
+                cur.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND state IN ('queued', 'running')", (owner,))
+                if int(cur.fetchone()[0]) >= max_active:
+                    raise QuotaExceeded(max_active)
             cur.execute("INSERT INTO jobs (id, owner, kind, state, options, input_key, input_name, "
                         "idempotency_key, fingerprint, created, updated) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
                         (job_id, owner, kind, json.dumps(options), input_key, input_name, idempotency_key,

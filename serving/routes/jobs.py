@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 from serving.deps import Caller, ServiceDep, errors
 from serving.kinds import KINDS, Submit
 from serving.routes.images import read_upload_head, safe_stem
-from serving.store import TERMINAL, Job, job_json
+from serving.store import TERMINAL, Job, QuotaExceeded, job_json
 
 router = APIRouter(tags=["jobs"])
 MEDIA = {"glb": "model/gltf-binary", "stl": "model/stl", "png": "image/png", "json": "application/json",
@@ -190,15 +190,19 @@ async def submit_job(
                 if earlier.fingerprint != fingerprint:
                     raise HTTPException(422, "Idempotency-Key was already used for a different request")
                 return JSONResponse(public(service, earlier), status_code=200, headers={"Idempotent-Replayed": "true"})
+        quota = HTTPException(429, f"at most {settings.max_active_jobs} jobs may be queued or running per key; "
+                                   "wait for one to finish or cancel one")
         if store.count_active(owner) >= settings.max_active_jobs:
-            raise HTTPException(429, f"at most {settings.max_active_jobs} jobs may be queued or running per key; "
-                                     "wait for one to finish or cancel one")
+            raise quota  # early, before the kind's checks; create_job counts again, atomically
         ctx = Submit(service=service, owner=owner, form=form, upload=storage.local_path(key) if key else None,
                      upload_name=(upload.filename if upload is not None else None) or "")
         options, input_name = await run_in_threadpool(kind.check, ctx)
-        job, created = store.create_job(owner=owner, kind=name, options=options, input_key=key,
-                                        input_name=safe_stem(input_name, name), idempotency_key=idempotency_key,
-                                        fingerprint=fingerprint)
+        try:
+            job, created = store.create_job(owner=owner, kind=name, options=options, input_key=key,
+                                            input_name=safe_stem(input_name, name), idempotency_key=idempotency_key,
+                                            fingerprint=fingerprint, max_active=settings.max_active_jobs)
+        except QuotaExceeded:
+            raise quota from None
         keep = created
         if not created:  # a concurrent retry won the race
             return JSONResponse(public(service, job), status_code=200, headers={"Idempotent-Replayed": "true"})

@@ -157,3 +157,30 @@ def test_list_pages_newest_first(store):
     rest = store.list_jobs("alice", limit=10, before=first[-1].created)
     assert [j.id for j in first + rest] == ids[::-1]
     assert store.list_jobs("bob") == []
+
+
+def test_the_job_quota_holds_under_concurrent_submissions(store):
+    """Eight threads submit at once for one owner with a quota of 2: exactly two get in."""
+    from serving.store import QuotaExceeded
+
+    results: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def submit():
+        start.wait()
+        try:
+            new_job(store, max_active=2)
+            outcome = "created"
+        except QuotaExceeded:
+            outcome = "refused"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["created"] * 2 + ["refused"] * 6
+    assert store.count_active("alice") == 2
