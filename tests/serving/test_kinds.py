@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import time
 import zipfile
 
@@ -205,3 +206,41 @@ def test_finished_results_are_deleted_after_their_retention(gateway):
     assert after["expired"] and after["result_url"] is None and after["state"] == "succeeded"
     r = c.get(f"/v1/jobs/{job['id']}/result")
     assert r.status_code == 410 and "deleted" in message(r)
+
+
+def test_training_jobs_cancel_and_a_stopped_one_resumes_from_its_checkpoint(tmp_path, caplog):
+    """Cancel a running synth-train job; stop the gateway in the middle of another: it goes back
+    to the queue and the next gateway resumes it from the training checkpoint."""
+    settings = Settings(data_dir=tmp_path, job_workers=1, max_active_jobs=8, rate_limit_per_minute=0)
+    app = create_app(settings)
+    _, key = app.state.service.store.create_key("t")
+    headers = {"Authorization": f"Bearer {key}"}
+    data = fashion_zip(per_class=4)
+
+    def running_past(c, job_id, fraction):
+        deadline = time.monotonic() + 300
+        while (job := c.get(f"/v1/jobs/{job_id}").json())["progress"] < fraction:
+            assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.1)
+
+    with TestClient(app, headers=headers) as c:
+        doomed = c.post("/v1/jobs", data={"kind": "synth-train", "steps": "50000", "batch": "4"},
+                        files={"file": ("f.zip", data)}).json()
+        running_past(c, doomed["id"], 1e-4)
+        assert c.delete(f"/v1/jobs/{doomed['id']}").status_code == 200
+        assert wait(c, doomed["id"], timeout=60)["state"] == "cancelled"
+        assert not (settings.home / "files" / "jobs" / doomed["id"]).exists()  # its work is discarded
+
+        job = c.post("/v1/jobs", data={"kind": "synth-train", "steps": "300", "batch": "4"},
+                     files={"file": ("f.zip", data)}).json()
+        running_past(c, job["id"], 0.1)
+    stopped = app.state.service.store.get_job(job["id"])
+    assert stopped.state == "queued" and 0.1 <= stopped.progress < 1  # handed back, not lost
+
+    caplog.set_level(logging.INFO, logger="genai")
+    again = create_app(settings)
+    with TestClient(again, headers=headers) as c:
+        done = wait(c, job["id"])
+    assert done["state"] == "succeeded", done
+    resumed = [r.getMessage() for r in caplog.records if "resuming at step" in r.getMessage()]
+    assert resumed and int(resumed[0].split("resuming at step ")[1].split()[0]) >= 30, resumed
