@@ -22,6 +22,7 @@ from genai.design.run import Variant, finished, settings_for, summarize, write_d
 from genai.errors import GenaiError
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
 from pipelines.remaster import _connect
+from pipelines.tasks import unwrap
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,10 @@ def generate_on_ray(spec, out: Path, points: list[Variant], *, address: str | No
             check_cancel(cancel)
             for ref in ready:
                 v = refs.pop(ref)
-                result, settings = ray.get(ref)
+                try:
+                    result, settings = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    raise unwrap(exc) from None
                 done.append((v, write_design(out / v.name, result, problem, settings)))
                 if progress:
                     progress(Progress(len(done), len(points), "designs"))

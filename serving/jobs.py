@@ -96,19 +96,22 @@ class JobRunner:
             except Exception:  # noqa: BLE001 - retried at the next sweep
                 log.exception("retention sweep failed")
 
-    def sweep(self, now: float | None = None) -> list[str]:
+    def sweep(self, now: float | None = None, limit: int = 1000) -> list[str]:
         """Delete the files (result, work folder, upload) of jobs that ended over
-        ``result_ttl_hours`` ago; their rows stay, marked expired. Returns their ids."""
+        ``result_ttl_hours`` ago, at most ``limit`` a sweep; their rows stay, marked expired. A
+        job whose files a queued or running job still reads (a generator) waits for a later
+        sweep. Returns the ids purged."""
         cutoff = (now or time.time()) - self.settings.result_ttl_hours * 3600
         purged = []
-        while batch := self.store.expired(cutoff):
-            for job in batch:
-                self.storage.delete_job(job.id)
-                for key in (job.result_key, job.input_key):
-                    if key and not key.startswith("jobs/"):
-                        self.storage.delete(key)
-                self.store.mark_purged(job.id)
-                purged.append(job.id)
+        for job in self.store.expired(cutoff, limit=limit):
+            if self.store.in_use(job.id):
+                continue
+            self.storage.delete_job(job.id)
+            for key in (job.result_key, job.input_key):
+                if key and not key.startswith("jobs/"):
+                    self.storage.delete(key)
+            self.store.mark_purged(job.id)
+            purged.append(job.id)
         if purged:
             log.info("retention: deleted the files of %d job(s) that ended over %g h ago", len(purged),
                      self.settings.result_ttl_hours)
@@ -122,7 +125,7 @@ class JobRunner:
         kind = KINDS.get(job.kind)
         t0 = time.monotonic()
         last = {"report": 0.0, "cancel": 0.0, "frames0": None, "rate": None}
-        cancelled = {"user": False}
+        cancelled = {"user": False, "lost": False}  # lost: the job is no longer this worker's (its lease ran out)
 
         def progress(p: Progress) -> None:
             now = time.monotonic()
@@ -136,7 +139,7 @@ class JobRunner:
             last["rate"] = round(fps, 3) if fps else last["rate"]
             eta = (p.total - p.done) / fps if fps else None
             if not self.store.heartbeat(job.id, self.worker_id, progress=p.fraction, fps=fps, eta=eta):
-                cancelled["user"] = True
+                last["cancel"] = 0.0  # cancelled, or no longer ours: the next cancel check finds out which
 
         def cancel() -> bool:
             if self._stop.is_set():
@@ -145,9 +148,11 @@ class JobRunner:
             if now - last["cancel"] >= _REPORT_EVERY_S:
                 last["cancel"] = now
                 current = self.store.get_job(job.id)
-                if current is None or current.cancel_requested or current.worker != self.worker_id:
+                if current is None or current.worker != self.worker_id or current.state != "running":
+                    cancelled["lost"] = True
+                elif current.cancel_requested:
                     cancelled["user"] = True
-            return cancelled["user"]
+            return cancelled["user"] or cancelled["lost"]
 
         src = self.storage.local_path(job.input_key) if job.input_key else None
         folder = self.storage.job_dir(job.id)
@@ -157,7 +162,9 @@ class JobRunner:
             outcome = kind.run(Run(job=job, folder=folder, input=src, executor=self.settings.job_executor,
                                    service=self.service, progress=progress, cancel=cancel))
         except Cancelled:
-            if self._stop.is_set() and not cancelled["user"]:
+            if cancelled["lost"]:  # another worker runs it now, in the same folder: touch nothing
+                log.warning("job %s: no longer this worker's (its lease ran out); stopped here", job.id)
+            elif self._stop.is_set() and not cancelled["user"]:
                 log.info("job %s: stopping; back to the queue (resumes from its finished chunks)", job.id)
                 self.store.release(job.id, self.worker_id)
             else:

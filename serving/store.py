@@ -235,11 +235,14 @@ class Store:
             job = self._get(cur, job_id)
         return job if job and (owner is None or job.owner == owner) else None
 
-    def list_jobs(self, owner: str, *, limit: int = 20, before: float | None = None) -> list[Job]:
-        """The owner's jobs, newest first; ``before`` (a created time) pages on."""
+    def list_jobs(self, owner: str, *, limit: int = 20, before: float | None = None,
+                  kind: str | None = None) -> list[Job]:
+        """The owner's jobs (of one ``kind``, or all), newest first; ``before`` (a created time) pages on."""
         with self._tx() as cur:
-            cur.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND created < ? "
-                        "ORDER BY created DESC LIMIT ?", (owner, before if before is not None else 1e18, limit))
+            by_kind = " AND kind = ?" if kind is not None else ""
+            cur.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? AND created < ?{by_kind} "
+                        "ORDER BY created DESC LIMIT ?",
+                        (owner, before if before is not None else 1e18, *((kind,) if kind else ()), limit))
             return [self._row(r) for r in cur.fetchall()]
 
     def count_active(self, owner: str) -> int:
@@ -352,6 +355,13 @@ class Store:
                         (cutoff, limit))
             return [self._row(r) for r in cur.fetchall()]
 
+    def in_use(self, job_id: str) -> bool:
+        """Whether a queued or running job names this one (a synth-sample job its generator)."""
+        with self._tx() as cur:
+            cur.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running') AND options LIKE ?",
+                        (f'%"generator": "{job_id}"%',))
+            return int(cur.fetchone()[0]) > 0
+
     def mark_purged(self, job_id: str) -> None:
         """The job's files are deleted: the row stays (its history), without file keys."""
         with self._tx() as cur:
@@ -394,5 +404,5 @@ def job_json(job: Job, *, unit: str | None = None, ttl_hours: float = 0, has_fil
         "chunks_resumed": d["chunks_resumed"], "unit": unit,
         "result_url": f"/v1/jobs/{job.id}/result" if has_result else None,
         "files_url": f"/v1/jobs/{job.id}/files" if has_result and has_files else None,
-        "expires": expires, "expired": job.state in TERMINAL and job.result_key is None and not job.input_key,
+        "expires": expires, "expired": job.state == "succeeded" and job.result_key is None,
     }

@@ -106,6 +106,11 @@ def _class_order(root: Path, folders: list[str], classes: list[str] | None) -> l
             raise InputError(f"{root / 'dataset.json'}: not valid JSON") from None
     if classes is None:
         return folders
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"{root / 'dataset.json'}: classes must be a list of names")
+    bad = [c for c in classes if c in ("", ".", "..") or "/" in c or "\\" in c or "\0" in c]
+    if bad:  # a class is a folder inside root: never a path that leaves it
+        raise InputError(f"{root}: class {bad[0]!r} is not a plain folder name")
     stray = sorted(set(folders) - set(classes))
     if stray:
         raise InputError(f"{root / stray[0]}: not one of the classes ({', '.join(classes)})")

@@ -61,14 +61,30 @@ def _names_files(data) -> bool:
     return False
 
 
+class _NoAliases(yaml.SafeLoader):
+    """YAML without anchors and aliases: a few bytes of nested aliases expand to billions of
+    nodes (a "billion laughs"), and a spec never needs them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("aliases (*name) are not accepted")
+        return super().compose_node(parent, index)
+
+
 def _spec_from_text(text: str, where: str):
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_NoAliases)  # noqa: S506 - a SafeLoader without aliases
     except yaml.YAMLError as exc:
         raise InputError(f"{where}: not readable YAML/JSON ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a mapping of spec fields")
-    if _names_files(data):
+    try:
+        names_files = _names_files(data)
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply") from None
+    if names_files:
         raise InputError(f"{where}: mesh regions are not accepted by the service (they name files)")
     return load_spec(data)
 

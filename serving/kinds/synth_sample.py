@@ -10,6 +10,7 @@ from typing import Literal
 from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
+from genai.paths import atomic_path
 from genai.synth.diffusion import MODEL_JSON, SampleConfig, read_json, sample_folder
 
 from serving.kinds import Outcome, Run, Submit, synth_train, zip_folder
@@ -97,8 +98,11 @@ def run(ctx: Run) -> Outcome:
             call_on_ray(sample_folder, run_dir, out, cfg, progress=ctx.progress, cancel=ctx.cancel)
         else:
             sample_folder(run_dir, out, cfg, progress=ctx.progress, cancel=ctx.cancel)
-        for card in (out / "dataset.json", out / "DATASET_CARD.md"):  # the card names the generator, not
-            card.write_text(card.read_text().replace(str(run_dir.resolve()), f"service generator {gen_job.id}"))
+    for card in (out / "dataset.json", out / "DATASET_CARD.md"):  # the card names the generator by its id,
+        text = card.read_text()                                    # not by the server's path (also on a resume)
+        if str(run_dir.resolve()) in text:
+            with atomic_path(card) as tmp:
+                tmp.write_text(text.replace(str(run_dir.resolve()), f"service generator {gen_job.id}"))
     zip_folder(out, ctx.folder / "dataset.zip")
     return Outcome(result="dataset.zip")
 

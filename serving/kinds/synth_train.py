@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -65,8 +66,10 @@ def extract(archive: Path, dst: Path, name: str, max_bytes: int) -> Path:
             with zipfile.ZipFile(archive) as z, atomic_dir(dst) as tmp:
                 for info in _members(z, name, max_bytes):
                     z.extract(info, tmp)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-            raise InputError(f"file: {name} is not a readable zip ({exc})") from None
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, OSError, RuntimeError,
+                NotImplementedError, ValueError) as exc:  # corrupt data, clashing or over-long names, encryption
+            raise InputError(f"file: {name} is not a readable zip ({type(exc).__name__}: "
+                             f"{str(exc).replace(str(dst.parent), '')[:200]})") from None
     root = dst
     while (len(top := _visible(root)) == 1 and top[0].is_dir() and len(sub := _visible(top[0])) > 1
            and all(q.is_dir() for q in sub)):
@@ -80,8 +83,9 @@ def _visible(folder: Path) -> list[Path]:
 
 def _load(folder: Path, archive: Path, name: str, size: int | None, max_bytes: int):
     root = extract(archive, folder, name, max_bytes)
-    try:
-        data = load_imagefolder(root, size=size)
+    classes = sorted(p.name for p in _visible(root) if p.is_dir())  # never a dataset.json's names: they could
+    try:                                                              # point outside the upload
+        data = load_imagefolder(root, size=size, classes=classes)
     except InputError as exc:
         raise InputError(str(exc).replace(str(root), f"file: {name}").replace(str(folder), f"file: {name}")) from None
     if size is None and max(data.size) > MAX_SIDE:

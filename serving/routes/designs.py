@@ -17,7 +17,7 @@ from genai.design import problem as P
 from genai.errors import InputError
 
 from serving.deps import Caller, ServiceDep, errors
-from serving.kinds.design import spec_of
+from serving.kinds.design import MAX_SPEC_BYTES, spec_of
 
 router = APIRouter(tags=["design"])
 
@@ -36,7 +36,8 @@ class ProblemList(BaseModel):
 
 class ProposeRequest(BaseModel):
     problem: str | None = Field(None, description="a catalog problem (GET /v1/design/problems)")
-    spec: dict | str | None = Field(None, description="a 2D problem spec (an object, or JSON/YAML text)")
+    spec: dict | str | None = Field(None, description="a 2D problem spec (an object, or JSON/YAML text)",
+                                    json_schema_extra={"maxLength": MAX_SPEC_BYTES})
     nelx: int | None = Field(None, ge=1, le=1000)
     nely: int | None = Field(None, ge=1, le=1000)
     volfrac: float | None = Field(None, gt=0, lt=1)
@@ -66,6 +67,8 @@ def _spec(body: ProposeRequest, max_elements: int) -> dict:
     import json
 
     text = body.spec if isinstance(body.spec, str) else None if body.spec is None else json.dumps(body.spec)
+    if text is not None and len(text) > MAX_SPEC_BYTES:
+        raise InputError(f"spec: {len(text):,} characters, over the limit of {MAX_SPEC_BYTES:,}")
     spec = spec_of(body.problem, text, None, volfrac=body.volfrac, dims={"nelx": body.nelx, "nely": body.nely})
     res = spec.domain.resolution
     if len(res) != 2:
@@ -91,7 +94,7 @@ async def propose(body: ProposeRequest, owner: Caller, service: ServiceDep) -> P
     except TimeoutError:
         raise HTTPException(504, f"the design took longer than {settings.request_timeout_s:g} s") from None
     except InputError as exc:  # e.g. a volume fraction out of reach, or no solid left to mesh
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(422, str(getattr(exc, "cause", None) or exc)) from None  # not Ray's traceback
     service.metrics.generator_seconds.labels("design").observe(time.perf_counter() - t0)
     b64 = {k: base64.b64encode(v).decode() for k, v in out.items() if isinstance(v, bytes)}
     return ProposeOut(metrics=out["metrics"], **b64)

@@ -119,9 +119,13 @@ async def _read_form(request: Request) -> tuple[dict, UploadFile | None]:
     upload = None
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
+            if not value.filename and not value.size:
+                continue  # an empty file input of an HTML form: no upload
             if key != "file":
                 raise HTTPException(422, f"{key}: unexpected file (the upload goes in 'file')")
             upload = value
+        elif key == "file" and value == "":
+            continue  # an empty file input, as some clients send it: no upload
         elif key in fields:
             fields[key] = [*fields[key], value] if isinstance(fields[key], list) else [fields[key], value]
         else:
@@ -205,6 +209,8 @@ async def submit_job(
             raise quota from None
         keep = created
         if not created:  # a concurrent retry won the race
+            if job.fingerprint != fingerprint:
+                raise HTTPException(422, "Idempotency-Key was already used for a different request")
             return JSONResponse(public(service, job), status_code=200, headers={"Idempotent-Replayed": "true"})
         return JSONResponse(public(service, job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
     finally:
@@ -276,7 +282,10 @@ def job_files(job_id: str, owner: Caller, service: ServiceDep):
 def job_file(job_id: str, path: str, owner: Caller, service: ServiceDep):
     """One file of a finished job's result folder, e.g. ``design_003/design.glb`` or ``summary.json``."""
     root = _files_root(service, _finished(service, job_id, owner)).resolve()
-    target = (root / path).resolve()
+    try:
+        target = (root / path).resolve()
+    except (ValueError, OSError):  # a NUL byte, an over-long name
+        raise HTTPException(404, f"job {job_id}: no file {path[:200]!r}") from None
     if not target.is_relative_to(root) or not target.is_file() or any(p.startswith(".") for p in
                                                                        target.relative_to(root).parts):
         raise HTTPException(404, f"job {job_id}: no file {path!r}")

@@ -61,8 +61,8 @@ class SampleOut(BaseModel):
 
 @router.get("/v1/generators", response_model=GeneratorList, responses=errors())
 def generators(owner: Caller, service: ServiceDep) -> GeneratorList:
-    jobs = service.store.list_jobs(owner, limit=100)
-    found = [synth_train.generator_info(service.storage, j) for j in jobs if j.kind == synth_train.NAME]
+    jobs = service.store.list_jobs(owner, limit=100, kind=synth_train.NAME)
+    found = [synth_train.generator_info(service.storage, j) for j in jobs]
     return GeneratorList(generators=[GeneratorInfo(**g) for g in found if g])
 
 
@@ -86,7 +86,8 @@ async def sample(body: SampleRequest, owner: Caller, service: ServiceDep) -> Sam
     except TimeoutError:
         raise HTTPException(504, f"sampling took longer than {settings.request_timeout_s:g} s") from None
     except InputError as exc:
-        raise HTTPException(422, str(exc)) from None
+        message = str(getattr(exc, "cause", None) or exc)  # the engine's message, not Ray's traceback
+        raise HTTPException(422, message.replace(run_dir, "generator")) from None
     service.metrics.generator_seconds.labels("synth").observe(time.perf_counter() - t0)
     enc = lambda b: base64.b64encode(b).decode()  # noqa: E731
     return SampleOut(classes=out["classes"], rows=out["rows"], grid_png=enc(out["grid"]),

@@ -244,3 +244,24 @@ def test_training_jobs_cancel_and_a_stopped_one_resumes_from_its_checkpoint(tmp_
     assert done["state"] == "succeeded", done
     resumed = [r.getMessage() for r in caplog.records if "resuming at step" in r.getMessage()]
     assert resumed and int(resumed[0].split("resuming at step ")[1].split()[0]) >= 30, resumed
+
+
+def test_hostile_uploads_and_specs_get_a_4xx(gateway, tmp_path):
+    """Found in review: class names from a zip's dataset.json must not leave the upload, YAML
+    aliases (a 'billion laughs') and deep nesting are refused, odd paths are 404s, never 500s."""
+    _, c = gateway
+    escape = json.dumps({"classes": ["T-shirt_top", "../../../../etc"]})
+    r = c.post("/v1/jobs", data={"kind": "synth-train"},
+               files={"file": ("x.zip", fashion_zip(top="", extra={"dataset.json": escape}))})
+    assert r.status_code == 202 and r.json()["options"]["classes"] == ["Sneaker", "T-shirt_top", "Trouser"]
+    c.delete(f"/v1/jobs/{r.json()['id']}")
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b]\n"
+    for spec, text in ((bomb, "aliases"), ("[" * 5000 + "]" * 5000, "nested too deeply")):
+        r = c.post("/v1/jobs", data={"kind": "design", "spec": spec})
+        assert r.status_code == 422 and text in message(r), r.text
+    r = c.post("/v1/jobs", data={"kind": "synth-train"}, files={"file": ("x.zip", b"PK\x03\x04" + b"\x00" * 100)})
+    assert r.status_code == 422 and "not a readable zip" in message(r)
+    r = c.post("/v1/jobs", data={"kind": "design", "problem": "mbb", "n": "1"}, files={"file": ("", b"")})
+    assert r.status_code == 202, r.text  # an HTML form's empty file input is no upload
+    job = wait(c, r.json()["id"])
+    assert c.get(f"/v1/jobs/{job['id']}/files/a%00b").status_code == 404
