@@ -184,3 +184,13 @@ def test_the_job_quota_holds_under_concurrent_submissions(store):
         t.join()
     assert sorted(results) == ["created"] * 2 + ["refused"] * 6
     assert store.count_active("alice") == 2
+
+
+def test_a_generator_is_in_use_while_a_job_names_it(store):
+    gen, _ = new_job(store)
+    assert not store.in_use(gen.id)
+    sample, _ = store.create_job(owner="alice", kind="synth-sample", options={"generator": gen.id, "counts": {}},
+                                 input_key="", input_name="g")
+    assert store.in_use(gen.id) and not store.in_use(sample.id)
+    store.request_cancel(sample.id, "alice")  # queued -> cancelled: no longer needs it
+    assert not store.in_use(gen.id)
