@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -35,6 +38,7 @@ class Backend(Protocol):
     name: str
     device: str
     precision: str
+    reason: str  # why this precision runs (the first log line of a run says it)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -59,15 +63,27 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device, desc: spandrel.ImageModelDescriptor) -> torch.dtype:
-    """``auto``: fp32 on CPU, fp16 on CUDA where the model supports it. Explicit requests are
-    checked: fp16 needs CUDA; bf16 needs a GPU or a CPU with native bf16 (opt-in on CPU:
-    about 2x faster, 55-58 dB PSNR against fp32, measured by benchmarks/sr.py)."""
+BF16_MIN_PSNR_DB = 45.0
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    dtype: torch.dtype
+    reason: str
+
+
+def resolve_precision(precision: str, device: torch.device, desc: spandrel.ImageModelDescriptor,
+                      manifest: Manifest | None = None) -> PrecisionChoice:
+    """The dtype to run and why. ``auto``: fp16 on CUDA where the model supports it; on CPU bf16
+    where the CPU has native bf16 and the manifest records a bf16 output >= 45 dB against fp32
+    (``genai models measure``), fp32 otherwise. Explicit requests are checked: fp16 needs CUDA;
+    bf16 needs a GPU or a CPU with native bf16."""
     if precision == "auto":
-        if device.type == "cuda" and desc.supports_half:
-            return torch.float16
-        return torch.float32
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        return _auto_precision(device, desc, manifest)
+    try:
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    except KeyError:
+        raise BackendError(f"precision {precision!r}: use auto, fp32, fp16 or bf16") from None
     if dtype == torch.float16:
         if device.type != "cuda":
             raise BackendError("precision fp16: needs a CUDA device; on CPU use fp32 (or bf16 where supported)")
@@ -79,7 +95,29 @@ def resolve_precision(precision: str, device: torch.device, desc: spandrel.Image
         native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
         if not native:
             raise BackendError(f"precision bf16: this {device.type.upper()} has no native bf16; use fp32")
-    return dtype
+    return PrecisionChoice(dtype, "asked for")
+
+
+def _auto_precision(device: torch.device, desc: spandrel.ImageModelDescriptor,
+                    manifest: Manifest | None) -> PrecisionChoice:
+    arch = desc.architecture.id
+    if device.type == "cuda":
+        if desc.supports_half:
+            return PrecisionChoice(torch.float16, f"CUDA, and {arch} supports fp16")
+        return PrecisionChoice(torch.float32, f"{arch} does not support fp16")
+    if not desc.supports_bfloat16:
+        return PrecisionChoice(torch.float32, f"{arch} does not support bf16")
+    if not cpu_has_native_bf16():
+        return PrecisionChoice(torch.float32, "this CPU has no native bf16 (AVX512-BF16 or AMX)")
+    name = manifest.id if manifest else arch
+    figure = manifest.bf16_psnr_db if manifest else None
+    if figure is None:
+        return PrecisionChoice(torch.float32, f"no bf16 fidelity is recorded for {name} (genai models measure {name})")
+    if figure < BF16_MIN_PSNR_DB:
+        return PrecisionChoice(torch.float32, f"{name} in bf16 is {figure:.1f} dB against fp32 "
+                               f"(< {BF16_MIN_PSNR_DB:.0f} dB)")
+    return PrecisionChoice(torch.bfloat16, f"native bf16 on this CPU, and {name} in bf16 is {figure:.1f} dB "
+                           f"against fp32 (>= {BF16_MIN_PSNR_DB:.0f} dB)")
 
 
 _PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -90,16 +128,19 @@ class TorchBackend:
     model: torch.nn.Module
     torch_device: torch.device
     dtype: torch.dtype
+    reason: str = ""
     name: str = "torch"
 
     @classmethod
-    def create(cls, desc: spandrel.ImageModelDescriptor, device: str, precision: str) -> "TorchBackend":
+    def create(cls, desc: spandrel.ImageModelDescriptor, device: str, precision: str | PrecisionChoice,
+               manifest: Manifest | None = None) -> "TorchBackend":
         dev = resolve_device(device)
-        dtype = resolve_precision(precision, dev, desc)
+        choice = precision if isinstance(precision, PrecisionChoice) else \
+            resolve_precision(precision, dev, desc, manifest)
         # channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolutions:
         # 2.4x faster than NCHW for realesr-animevideov3 on this machine (benchmarks/sr.py).
-        model = desc.model.to(device=dev, dtype=dtype, memory_format=torch.channels_last).eval()
-        return cls(model, dev, dtype)
+        model = desc.model.to(device=dev, dtype=choice.dtype, memory_format=torch.channels_last).eval()
+        return cls(model, dev, choice.dtype, choice.reason)
 
     @property
     def device(self) -> str:
@@ -109,11 +150,15 @@ class TorchBackend:
     def precision(self) -> str:
         return _PRECISION_NAMES[self.dtype]
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.torch_device, self.dtype).contiguous(memory_format=torch.channels_last)
+    def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """NCHW float tensor (any device) -> float32 output on the backend's device: the
+        device-resident path (no host round trip between tiles on a GPU)."""
+        x = x.to(self.torch_device, self.dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            y = self.model(x)
-        return y.float().cpu().numpy()
+            return self.model(x).float()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.forward_tensor(torch.from_numpy(batch)).cpu().numpy()
 
 
 class _ExportWrapper(torch.nn.Module):
@@ -161,18 +206,73 @@ def export_onnx(desc: spandrel.ImageModelDescriptor, manifest: Manifest) -> os.P
     return path
 
 
+@dataclass(frozen=True)
+class TensorrtProfile:
+    """The input shapes a TensorRT engine is built for: a tile of ``tile`` pixels a side (with its
+    context, padded) at batch 1 is the optimum; frames up to ``batch`` at a time the maximum."""
+
+    minimum: int
+    tile: int
+    batch: int = 1
+
+    def shapes(self) -> dict[str, str]:
+        return {"trt_profile_min_shapes": f"input:1x3x{self.minimum}x{self.minimum}",
+                "trt_profile_opt_shapes": f"input:1x3x{self.tile}x{self.tile}",
+                "trt_profile_max_shapes": f"input:{self.batch}x3x{self.tile}x{self.tile}"}
+
+    @property
+    def key(self) -> str:
+        return f"min{self.minimum}-tile{self.tile}-batch{self.batch}"
+
+
+def tensorrt_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-libs"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def tensorrt_cache_dir(manifest: Manifest, gpu_name: str, trt_version: str, profile: TensorrtProfile) -> Path:
+    """Engines and timing caches are only valid for one GPU model, one TensorRT version and one
+    shape profile: each combination gets a folder of its own under the model's weights."""
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower() or "gpu"
+    return manifest.weights_dir / "tensorrt" / f"{gpu}_trt{trt_version}_{profile.key}"
+
+
+def tensorrt_options(cache: Path, profile: TensorrtProfile, *, device_id: int, fp16: bool) -> dict[str, str]:
+    """ONNX Runtime TensorRT execution provider options (names as documented by ONNX Runtime)."""
+    return {
+        "device_id": str(device_id),
+        "trt_fp16_enable": "True" if fp16 else "False",
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+        "trt_builder_optimization_level": "3",
+        **profile.shapes(),
+    }
+
+
 @dataclass
 class OnnxBackend:
     """``device`` is "cpu" or "cuda" (what the engine sizes tiles for); ``provider`` is the
     ONNX Runtime execution provider that actually runs, read back from the session."""
 
     session: object
-    name: str = "onnxruntime"
     precision: str = "fp32"
+    reason: str = "ONNX Runtime runs the fp32 export"
+    name: str = "onnxruntime"
 
     @classmethod
     def create(cls, desc: spandrel.ImageModelDescriptor, manifest: Manifest, device: str,
-               threads: int | None = None) -> "OnnxBackend":
+               threads: int | None = None, *, tensorrt: TensorrtProfile | bool | None = None,
+               precision: str = "auto") -> "OnnxBackend":
+        """``tensorrt``: None uses TensorRT when the provider is there (on a GPU), True requires
+        it, a profile fixes its shapes (default: one tile of the auto size)."""
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -180,12 +280,32 @@ class OnnxBackend:
         path = export_onnx(desc, manifest)
         available = ort.get_available_providers()
         want_gpu = device != "cpu" and (device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()))
-        providers = ["CPUExecutionProvider"]
+        if tensorrt and not want_gpu:
+            raise BackendError(f"backend tensorrt: needs a CUDA device, not {device!r}")
+        providers: list = ["CPUExecutionProvider"]
+        dtype = torch.float32
         if want_gpu:
-            gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+            dev = resolve_device(device)
+            index = dev.index or 0
+            if tensorrt and "TensorrtExecutionProvider" not in available:
+                raise BackendError(f"backend tensorrt: onnxruntime here has no TensorRT provider ({available}); "
+                                   "install onnxruntime-gpu (not onnxruntime) and 'genai[tensorrt]'")
+            gpu = []
+            if "TensorrtExecutionProvider" in available and tensorrt is not False:
+                choice = resolve_precision(precision, dev, desc, manifest)
+                dtype = choice.dtype
+                profile = tensorrt if isinstance(tensorrt, TensorrtProfile) else default_tensorrt_profile(desc, manifest)
+                cache = tensorrt_cache_dir(manifest, torch.cuda.get_device_name(index), tensorrt_version(), profile)
+                cache.mkdir(parents=True, exist_ok=True)
+                gpu.append(("TensorrtExecutionProvider",
+                            tensorrt_options(cache, profile, device_id=index, fp16=dtype == torch.float16)))
+            if "CUDAExecutionProvider" in available:
+                gpu.append(("CUDAExecutionProvider", {"device_id": str(index)}))
             if not gpu:
                 raise BackendError(f"backend onnx on {device}: onnxruntime here has no GPU provider ({available})")
             providers = gpu + providers
+        elif precision not in ("auto", "fp32"):
+            raise BackendError(f"backend onnx on CPU: precision {precision} is not offered (fp32 only)")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -194,6 +314,11 @@ class OnnxBackend:
         actual = session.get_providers()
         if want_gpu and actual[0] == "CPUExecutionProvider":
             raise BackendError(f"backend onnx on {device}: the GPU provider did not load ({actual})")
+        if tensorrt and actual[0] != "TensorrtExecutionProvider":
+            raise BackendError(f"backend tensorrt: the TensorRT provider did not load ({actual})")
+        if actual[0] == "TensorrtExecutionProvider":
+            return cls(session, _PRECISION_NAMES[dtype], "TensorRT builds from the fp32 export" +
+                       (" with fp16 kernels allowed" if dtype == torch.float16 else ""))
         return cls(session)
 
     @property
@@ -208,31 +333,113 @@ class OnnxBackend:
         return self.session.run(["output"], {"input": np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-# On CPU, ``auto`` picks the backend measured faster for the architecture on this machine
-# (benchmarks/sr.py, benchmarks/video.py): torch (channels_last, oneDNN) for the small Compact
-# network (14.2 vs 10.5 fps on carphone), ONNX Runtime for the rest (RRDB: 0.95x vs 0.67-0.82x ncnn).
-_TORCH_ON_CPU = {"Compact"}
+def default_tensorrt_profile(desc: spandrel.ImageModelDescriptor, manifest: Manifest, *, tile: int = 512,
+                             batch: int = 1) -> TensorrtProfile:
+    """Shapes for tiles of ``tile`` input pixels plus the manifest's context on both sides,
+    rounded up to what the network needs (the engine pads tiles the same way)."""
+    multiple = max(desc.size_requirements.multiple_of, 1)
+    side = -(-(tile + 2 * manifest.tile_context) // multiple) * multiple
+    minimum = max(desc.size_requirements.minimum, multiple, 8)
+    return TensorrtProfile(minimum=minimum, tile=side, batch=batch)
+
+
+@dataclass
+class OpenVinoBackend:
+    """Intel's OpenVINO runtime on the CPU, from the same fp32 ONNX export; ``precision`` is the
+    inference precision the compiled model reports (bf16 runs where the CPU has it natively)."""
+
+    compiled: object
+    precision: str
+    reason: str
+    name: str = "openvino"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self._local = threading.local()
+
+    @classmethod
+    def create(cls, desc: spandrel.ImageModelDescriptor, manifest: Manifest, precision: str | PrecisionChoice,
+               threads: int | None = None) -> "OpenVinoBackend":
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise BackendError("backend openvino: openvino is not installed (pip install 'genai[openvino]')") from exc
+        choice = precision if isinstance(precision, PrecisionChoice) else \
+            resolve_precision(precision, torch.device("cpu"), desc, manifest)
+        hint = {torch.float32: "f32", torch.bfloat16: "bf16"}.get(choice.dtype)
+        if hint is None:
+            raise BackendError(f"backend openvino: precision {_PRECISION_NAMES[choice.dtype]} is not offered")
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
+                  "CACHE_DIR": str(manifest.weights_dir / "openvino-cache")}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = core.compile_model(core.read_model(str(export_onnx(desc, manifest))), "CPU", config)
+        ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # an ov.Type: "f32", "bf16"
+        actual = {"f32": "fp32", "bf16": "bf16"}.get(ran, ran)
+        if actual != _PRECISION_NAMES[choice.dtype]:
+            raise BackendError(f"backend openvino: asked for {hint}, the CPU plugin runs {ran}")
+        return cls(compiled, actual, choice.reason)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        request = getattr(self._local, "request", None)
+        if request is None:  # an infer request is not thread-safe: one per thread
+            request = self._local.request = self.compiled.create_infer_request()
+        out = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return np.array(out, copy=True)  # the request reuses its output buffer
+
+
+# On CPU, ``auto`` picks the backend measured fastest for the architecture and precision on this
+# machine (benchmarks/sr.py): see the table in README.md.
+_CPU_BACKEND = {
+    ("Compact", "fp32"): "torch",
+    ("Compact", "bf16"): "torch",
+    ("ESRGAN", "fp32"): "onnx",
+    ("ESRGAN", "bf16"): "torch",
+    ("RealCUGAN", "fp32"): "onnx",
+    ("RealCUGAN", "bf16"): "torch",
+}
+BACKENDS = ("auto", "torch", "onnx", "openvino", "tensorrt")
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def create_backend(kind: str, desc: spandrel.ImageModelDescriptor, manifest: Manifest, *,
                    device: str = "auto", precision: str = "auto", threads: int | None = None) -> Backend:
-    """``auto``: torch on CUDA (fp16 where supported); on CPU the backend measured faster for
-    the architecture, falling back to torch when onnxruntime is not installed."""
+    """``auto``: torch on CUDA (fp16 where supported), or ONNX Runtime with TensorRT when it is
+    installed; on CPU the backend measured fastest for the architecture at the precision
+    ``auto`` resolves to, falling back to torch when that runtime is not installed."""
+    if kind not in BACKENDS:
+        raise BackendError(f"unknown backend {kind!r} (use {', '.join(BACKENDS)})")
     if threads and kind in ("torch", "auto"):
         torch.set_num_threads(threads)
-    if kind == "auto":
-        if resolve_device(device).type == "cuda" or desc.architecture.id in _TORCH_ON_CPU:
-            kind = "torch"
-        else:
-            try:
-                import onnxruntime  # noqa: F401
-                kind = "onnx" if precision in ("auto", "fp32") else "torch"
-            except ImportError:
-                kind = "torch"
-    if kind == "torch":
-        return TorchBackend.create(desc, device, precision)
+    dev = resolve_device(device)
+    if kind == "tensorrt":
+        return OnnxBackend.create(desc, manifest, device, threads, tensorrt=True, precision=precision)
     if kind == "onnx":
-        if precision not in ("auto", "fp32"):
-            raise BackendError(f"backend onnx: precision {precision} is not offered (fp32 only)")
-        return OnnxBackend.create(desc, manifest, device, threads)
-    raise BackendError(f"unknown backend {kind!r} (use auto, torch or onnx)")
+        return OnnxBackend.create(desc, manifest, device, threads, precision=precision)
+    if dev.type == "cuda":
+        if kind == "auto" and _installed("onnxruntime"):
+            import onnxruntime as ort
+            if "TensorrtExecutionProvider" in ort.get_available_providers():
+                return OnnxBackend.create(desc, manifest, device, threads, precision=precision)
+        if kind == "openvino":
+            raise BackendError("backend openvino: runs on the CPU here (device cpu)")
+        return TorchBackend.create(desc, device, precision, manifest)
+    choice = resolve_precision(precision, dev, desc, manifest)
+    if kind == "auto":
+        kind = _CPU_BACKEND.get((desc.architecture.id, _PRECISION_NAMES[choice.dtype]), "torch")
+        module = {"onnx": "onnxruntime", "openvino": "openvino"}.get(kind)
+        if module and not _installed(module):
+            kind = "torch"
+        if kind == "onnx" and choice.dtype != torch.float32:
+            kind = "torch"
+    if kind == "openvino":
+        return OpenVinoBackend.create(desc, manifest, choice, threads)
+    if kind == "onnx":
+        return OnnxBackend.create(desc, manifest, device, threads, precision=_PRECISION_NAMES[choice.dtype])
+    return TorchBackend.create(desc, device, choice)

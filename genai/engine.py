@@ -12,6 +12,9 @@ How an image is processed (``Upscaler.upscale``):
    size is halved and the image restarted.
 2. Overlapping tile outputs are blended with linear ramps (feathering), so no seam shows
    even where a network's receptive field is larger than the context.
+   On a GPU, with a backend that takes tensors (torch), the image is uploaded once and its
+   tiles are run and blended there (kernels.blend: Triton when installed); elsewhere tiles
+   come back to the host and are blended with numpy. ``Upscaler.blend`` says which.
 3. Each tile is padded to the network's size requirements (reflect) and cropped back.
 4. Alpha is upscaled separately with the same network; grayscale goes through as RGB and
    comes back as one channel; 16-bit input stays 16-bit.
@@ -38,6 +41,8 @@ from genai.images import Image
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
 from genai.registry import Manifest, Registry
 from genai.weights.fetch import load_descriptor
+from kernels.blend import AccumulateTile, NormalizeCanvas  # imports no triton: ops load it when asked
+from kernels.op import ImplRequest
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ class EngineConfig:
     ``tile=0`` never tiles."""
 
     model: str
-    backend: Literal["auto", "torch", "onnx"] = "auto"
+    backend: Literal["auto", "torch", "onnx", "openvino", "tensorrt"] = "auto"
     device: str = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     tile: int | None = None
@@ -73,6 +78,7 @@ class UpscaleResult:
     precision: str
     tile: int | None
     seconds: float
+    blend: str | None = None  # what blended the tiles (Upscaler.blend); None: one tile, nothing blended
 
 
 def target_size(h: int, w: int, *, native: int, scale: float | None = None,
@@ -137,6 +143,14 @@ def _ramp(n: int, feather: int, start: bool, end: bool) -> np.ndarray:
     return wgt
 
 
+_BLEND_NAMES = {"triton": "triton", "native": "torch"}  # kernels.blend's impl -> what Upscaler.blend says
+
+
+def _on_device(backend: Backend) -> bool:
+    """Tiles stay on the device (``Upscaler._upscale_rgb_tensor``): a backend that takes tensors, on a GPU."""
+    return hasattr(backend, "forward_tensor") and backend.device.startswith("cuda")
+
+
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
     if length <= tile:
         return [0]
@@ -170,6 +184,12 @@ class Upscaler:
         self._multiple = math.lcm(req.multiple_of, _EXTRA_MULTIPLE.get(self.descriptor.architecture.id, 1))
         self._minimum = req.minimum
         self.context = config.context if config.context is not None else self.manifest.tile_context
+        # What blends overlapping tiles: "numpy" on the host, or on the backend's device
+        # kernels.blend's Triton kernel ("triton") or its torch reference ("torch").
+        self.blend = (_BLEND_NAMES[AccumulateTile(device=self.backend.device).impl]
+                      if _on_device(self.backend) else "numpy")
+        log.log(logging.INFO if self.blend != "numpy" else logging.DEBUG, "%s on %s: tiles blended by %s",
+                self.manifest.id, self.backend.device, self.blend)
 
     # ----------------------------------------------------------------- tiles
 
@@ -179,22 +199,37 @@ class Upscaler:
         side = int(math.sqrt(budget / self.manifest.bytes_per_pixel)) - 2 * self.context
         return int(min(max(side, 64), 2048)) // 8 * 8
 
-    def _run_padded(self, x: np.ndarray) -> np.ndarray:
-        """Run one NCHW tile, padded to the network's size requirements and cropped back."""
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """An NCHW tile padded (bottom, right) to the network's size requirements: reflected, or
+        replicated where the tile is too small to reflect; ``x`` itself when it needs none."""
         _, _, h, w = x.shape
         ph = max(self._minimum, -(-h // self._multiple) * self._multiple) - h
         pw = max(self._minimum, -(-w // self._multiple) * self._multiple) - w
-        if ph or pw:
-            t = torch.from_numpy(x)
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = F.pad(t, (0, pw, 0, ph), mode=mode).numpy()
-        y = self.backend(x)
+        if not (ph or pw):
+            return x
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+    def _run_padded(self, x: np.ndarray) -> np.ndarray:
+        """Run one NCHW tile, padded to the network's size requirements and cropped back."""
+        _, _, h, w = x.shape
+        y = self.backend(self._pad(torch.from_numpy(x)).numpy())
+        return y[:, :, : h * self.scale, : w * self.scale]
+
+    def _run_padded_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """``_run_padded`` for a tensor, through ``backend.forward_tensor``: stays on the device."""
+        _, _, h, w = x.shape
+        y = self.backend.forward_tensor(self._pad(x))
         return y[:, :, : h * self.scale, : w * self.scale]
 
     def _upscale_rgb(self, rgb: np.ndarray, tile: int, tick) -> np.ndarray:
-        """HxWx3 float32 -> (H*s)xWx3 float32 through the tiles."""
+        """HxWx3 float32 -> (H*s)xWx3 float32 through the tiles: on the backend's GPU when it
+        takes tensors (``_upscale_rgb_tensor``), else here, on the host, with numpy."""
         h, w, _ = rgb.shape
         s = self.scale
+        # on the device when its canvas (3 + 1 float32 per output pixel) fits the memory budget
+        if _on_device(self.backend) and 16 * h * s * w * s <= _available_memory_bytes(self.backend.device):
+            return self._upscale_rgb_tensor(rgb, tile, tick)
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]
         grid = tile_grid(h, w, tile, self.config.overlap)
         if grid is None:
@@ -219,6 +254,37 @@ class Upscaler:
                 wsum[y0 * s:y1 * s, x0 * s:x1 * s] += wgt
                 tick()
         return (acc / wsum).transpose(1, 2, 0)
+
+    def _upscale_rgb_tensor(self, rgb: np.ndarray, tile: int, tick, blend: ImplRequest = "auto") -> np.ndarray:
+        """``_upscale_rgb`` on the backend's device: the image is uploaded once, its tiles cut,
+        run (``forward_tensor``) and blended (kernels.blend, ``impl=blend``) there, and the
+        result downloaded once. The default on a GPU; callable on CPU (where the host path is
+        the default) so that tests compare the two, with blend "native" or, under
+        TRITON_INTERPRET=1, "triton"."""
+        h, w, _ = rgb.shape
+        s = self.scale
+        dev = torch.device(self.backend.device)
+        chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(dev)
+        grid = tile_grid(h, w, tile, self.config.overlap)
+        if grid is None:
+            out = self._run_padded_tensor(chw)[0]
+            tick()
+            return out.cpu().numpy().transpose(1, 2, 0)
+        accumulate, normalize = AccumulateTile(impl=blend, device=dev), NormalizeCanvas(impl=blend, device=dev)
+        ys, xs, overlap = grid
+        ctx = self.context
+        acc = torch.zeros((3, h * s, w * s), dtype=torch.float32, device=dev)
+        wsum = torch.zeros((h * s, w * s), dtype=torch.float32, device=dev)
+        for y0 in ys:
+            for x0 in xs:
+                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+                cy0, cx0 = max(0, y0 - ctx), max(0, x0 - ctx)
+                cy1, cx1 = min(h, y1 + ctx), min(w, x1 + ctx)
+                out = self._run_padded_tensor(chw[:, :, cy0:cy1, cx0:cx1])[0]
+                out = out[:, (y0 - cy0) * s:(y1 - cy0) * s, (x0 - cx0) * s:(x1 - cx0) * s]
+                accumulate(acc, wsum, out, y0 * s, x0 * s, overlap * s, (y0 > 0, y1 < h, x0 > 0, x1 < w))
+                tick()
+        return normalize(acc, wsum).cpu().numpy().transpose(1, 2, 0)
 
     def count_tiles(self, h: int, w: int, tile: int) -> int:
         grid = tile_grid(h, w, tile, self.config.overlap)
@@ -281,7 +347,8 @@ class Upscaler:
             result = resize(result, out_h, out_w)
         out = np.clip(np.rint(result * maxval), 0, maxval).astype(pixels.dtype)
         return UpscaleResult(out, self.manifest.id, self.backend.name, self.backend.device,
-                             self.backend.precision, tile or None, time.perf_counter() - t0)
+                             self.backend.precision, tile or None, time.perf_counter() - t0,
+                             self.blend if self.count_tiles(h, w, tile) > 1 else None)
 
     def upscale_batch(self, frames: list[np.ndarray], *, scale: float | None = None, width: int | None = None,
                       height: int | None = None) -> list[np.ndarray]:

@@ -21,6 +21,7 @@ from genai.errors import ModelError, UnknownModelError
 from genai.paths import atomic_path, builtin_models_dir, genai_home
 
 WEIGHTS_FILE = "model.safetensors"
+MEASURED_FIELDS = {"bf16_psnr_db"}  # what `genai models measure --write` may set in a manifest
 PROVENANCE_FILE = "provenance.json"
 
 
@@ -78,6 +79,11 @@ class Manifest(BaseModel):
     tile_context: int = Field(
         32, description="input pixels of context around each tile; enough that tiled output "
         "matches untiled output within 0.5/255 (measured, see tests/test_engine.py)"
+    )
+    bf16_psnr_db: float | None = Field(
+        None, description="PSNR (dB) of the model's bf16 output against its fp32 output on the reference "
+        "images (the lowest of them), measured by `genai models measure ID`; --precision auto runs bf16 "
+        "on CPUs with native bf16 only where this is >= 45"
     )
     sources: list[Source]
     folder: Path | None = Field(None, exclude=True)
@@ -169,6 +175,21 @@ class Registry:
             raise UnknownModelError(
                 f"unknown model {model_id!r}; known models: {', '.join(self.ids()) or '(none)'}"
             ) from None
+
+    def record(self, manifest: Manifest, field: str, value: float) -> Path:
+        """Set a measured top-level scalar (e.g. ``bf16_psnr_db``) in the manifest's file, leaving
+        the rest of the file as written; returns the file."""
+        if field not in MEASURED_FIELDS:
+            raise ModelError(f"{field!r} is not a measured manifest field")
+        path = manifest.folder / "model.yaml"
+        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith(f"{field}:")]
+        lines.append(f"{field}: {value}")
+        text = "\n".join(lines) + "\n"
+        Manifest(**yaml.safe_load(text))  # still a valid manifest
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+        self.__dict__.pop("_manifests", None)
+        return path
 
     def add_user_manifest(self, manifest: Manifest) -> None:
         """Write ``manifest`` under GENAI_HOME and append its id to the user index."""

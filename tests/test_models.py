@@ -43,10 +43,10 @@ def test_models_list_shows_the_table(cli, tmp_path, pulled):
     proc = cli("models", "list")
     assert proc.returncode == 0, proc.stderr
     header, *rows = proc.stdout.strip().splitlines()
-    assert header.split() == ["ID", "ARCHITECTURE", "SCALE", "CONTENT", "LICENSE", "WEIGHTS"]
+    assert header.split() == ["ID", "ARCHITECTURE", "SCALE", "CONTENT", "LICENSE", "WEIGHTS", "BF16_PSNR_DB"]
     by_id = {r.split()[0]: r.split() for r in rows}
     assert set(by_id) == set(Registry().ids())
-    assert by_id[MODEL][1:3] == ["Compact", "4"] and by_id[MODEL][-1] == "present"
+    assert by_id[MODEL][1:3] == ["Compact", "4"] and by_id[MODEL][5:] == ["present", "55.2"]
     assert by_id["realcugan-2x-conservative"][4] == "MIT"
     empty = cli("models", "list", "--json", env={"GENAI_HOME": str(tmp_path / "empty")})
     assert {r["weights"] for r in json.loads(empty.stdout)} == {"missing"}
@@ -71,13 +71,15 @@ def test_add_checkpoint_then_upscale_matches_builtin(cli, tmp_path, upstream_pth
     listed = json.loads(cli("models", "list", "--json", env=env).stdout)
     mine = [r for r in listed if r["id"] == "my-anime"]
     assert mine == [{"id": "my-anime", "architecture": "Compact", "scale": 4, "content": "general",
-                     "license": "BSD-3-Clause", "weights": "present"}]
+                     "license": "BSD-3-Clause", "weights": "present", "bf16_psnr_db": None}]
 
     src = tmp_path / "in.png"
     PILImage.fromarray(astronaut[:24, :24]).save(src)
     a = cli("upscale", str(src), "-o", str(tmp_path / "mine.png"), "-m", "my-anime", "--backend", "torch", env=env)
-    b = cli("upscale", str(src), "-o", str(tmp_path / "builtin.png"), "-m", MODEL, "--backend", "torch")
+    b = cli("upscale", str(src), "-o", str(tmp_path / "builtin.png"), "-m", MODEL, "--backend", "torch",
+            "--precision", "fp32")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert "fp32: " in a.stderr.splitlines()[0]  # nothing measured for a user's model: auto stays fp32
     assert np.array_equal(np.asarray(PILImage.open(tmp_path / "mine.png")),
                           np.asarray(PILImage.open(tmp_path / "builtin.png")))
 
