@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -266,6 +267,8 @@ class OnnxBackend:
     precision: str = "fp32"
     reason: str = "ONNX Runtime runs the fp32 export"
     name: str = "onnxruntime"
+    max_tile: int | None = None  # with TensorRT: the largest tile (input pixels) and batch its
+    max_batch: int | None = None  # engine's shape profile takes; the engine stays within them
 
     @classmethod
     def create(cls, desc: spandrel.ImageModelDescriptor, manifest: Manifest, device: str,
@@ -318,7 +321,8 @@ class OnnxBackend:
             raise BackendError(f"backend tensorrt: the TensorRT provider did not load ({actual})")
         if actual[0] == "TensorrtExecutionProvider":
             return cls(session, _PRECISION_NAMES[dtype], "TensorRT builds from the fp32 export" +
-                       (" with fp16 kernels allowed" if dtype == torch.float16 else ""))
+                       (" with fp16 kernels allowed" if dtype == torch.float16 else ""),
+                       max_tile=profile.tile - 2 * manifest.tile_context, max_batch=profile.batch)
         return cls(session)
 
     @property
@@ -334,10 +338,11 @@ class OnnxBackend:
 
 
 def default_tensorrt_profile(desc: spandrel.ImageModelDescriptor, manifest: Manifest, *, tile: int = 512,
-                             batch: int = 1) -> TensorrtProfile:
+                             batch: int = 8) -> TensorrtProfile:
     """Shapes for tiles of ``tile`` input pixels plus the manifest's context on both sides,
-    rounded up to what the network needs (the engine pads tiles the same way)."""
-    multiple = max(desc.size_requirements.multiple_of, 1)
+    rounded up to a multiple of 8 and of what the network needs (so every tile the engine pads
+    to its own multiple fits)."""
+    multiple = math.lcm(max(desc.size_requirements.multiple_of, 1), 8)
     side = -(-(tile + 2 * manifest.tile_context) // multiple) * multiple
     minimum = max(desc.size_requirements.minimum, multiple, 8)
     return TensorrtProfile(minimum=minimum, tile=side, batch=batch)

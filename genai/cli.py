@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine = msub.add_parser("build-engine", help="build a model's TensorRT engine ahead of time (CUDA GPU, onnxruntime-gpu)")
     engine.add_argument("model_id", metavar="ID")
     engine.add_argument("--tile", type=_positive_int, default=512, help="tile size the engine is built for (input pixels)")
-    engine.add_argument("--batch", type=_positive_int, default=1, help="most frames per call (video batches)")
+    engine.add_argument("--batch", type=_positive_int, default=8, help="most frames per call (video batches)")
     engine.add_argument("--device", default="cuda", help="cuda or cuda:N")
     engine.add_argument("--precision", choices=["auto", "fp32", "fp16"], default="auto")
     add = msub.add_parser("add", help="register a .pth/.safetensors checkpoint that spandrel detects")

@@ -197,7 +197,8 @@ class Upscaler:
         budget = (self.config.memory_budget_mb << 20) if self.config.memory_budget_mb else \
             _available_memory_bytes(self.backend.device)
         side = int(math.sqrt(budget / self.manifest.bytes_per_pixel)) - 2 * self.context
-        return int(min(max(side, 64), 2048)) // 8 * 8
+        limit = getattr(self.backend, "max_tile", None) or 2048  # a TensorRT engine's shape profile
+        return int(min(max(side, 64), limit)) // 8 * 8
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """An NCHW tile padded (bottom, right) to the network's size requirements: reflected, or
@@ -365,7 +366,8 @@ class Upscaler:
         out_h, out_w = target_size(h, w, native=self.scale, scale=scale, width=width, height=height)
         budget = (self.config.memory_budget_mb << 20) if self.config.memory_budget_mb else \
             _available_memory_bytes(self.backend.device)
-        group = max(1, min(len(frames), budget // max(1, h * w * self.manifest.bytes_per_pixel)))
+        group = max(1, min(len(frames), budget // max(1, h * w * self.manifest.bytes_per_pixel),
+                           getattr(self.backend, "max_batch", None) or len(frames)))
         maxval = 65535.0 if frames[0].dtype == np.uint16 else 255.0
         results = []
         for i in range(0, len(frames), group):

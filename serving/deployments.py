@@ -60,8 +60,8 @@ class Upscaler:
         m = self._engine_module
         config = m.EngineConfig(model=model_id, **self.engine_options)
         engine = await self._run(lambda: m.Upscaler(config=config))
-        log.info("loaded %s (%s on %s, %s)", model_id, engine.backend.name, engine.backend.device,
-                 engine.backend.precision)
+        log.info("loaded %s (%s on %s, %s: %s)", model_id, engine.backend.name, engine.backend.device,
+                 engine.backend.precision, engine.backend.reason)
         return engine
 
     async def ready(self) -> bool:

@@ -143,7 +143,8 @@ def test_tensorrt_profile_covers_the_engine_tiles(compact):
     manifest, desc = compact
     profile = default_tensorrt_profile(desc, manifest, tile=512, batch=8)
     side = 512 + 2 * manifest.tile_context
-    assert profile.tile >= side and profile.tile % max(desc.size_requirements.multiple_of, 1) == 0
+    assert side <= profile.tile < side + 8 and profile.tile % 8 == 0
+    assert profile.tile % max(desc.size_requirements.multiple_of, 1) == 0
     assert profile.shapes() == {"trt_profile_min_shapes": f"input:1x3x{profile.minimum}x{profile.minimum}",
                                 "trt_profile_opt_shapes": f"input:1x3x{profile.tile}x{profile.tile}",
                                 "trt_profile_max_shapes": f"input:8x3x{profile.tile}x{profile.tile}"}
@@ -177,3 +178,25 @@ def test_tensorrt_backend_runs_and_caches_its_engine(pulled, astronaut):
     cpu = Upscaler(config=EngineConfig(model="realesr-animevideov3", backend="torch", device="cpu", precision="fp32"))
     assert psnr(trt.upscale(img).pixels, cpu.upscale(img).pixels) >= 40
     assert any((m.weights_dir / "tensorrt").rglob("*.engine"))
+
+
+def test_engine_stays_within_a_built_engines_shape_profile(pulled, astronaut):
+    """A TensorRT engine takes tiles and batches up to its profile: the engine's tiles and video
+    batches stay within ``max_tile`` / ``max_batch`` (checked here on the CPU backend)."""
+    pulled("realesr-animevideov3")
+    up = Upscaler(config=EngineConfig(model="realesr-animevideov3", backend="torch", precision="fp32"))
+    inner, seen = up.backend, []
+
+    def limited(batch):
+        seen.append(batch.shape)
+        return inner(batch)
+
+    up.backend = type("Limited", (), {"__call__": staticmethod(limited), "device": "cpu", "max_tile": 64,
+                                      "max_batch": 3})()
+    assert up.auto_tile() == 64
+    frames = [astronaut[i:i + 40, :48] for i in range(7)]
+    expected = [Upscaler(config=EngineConfig(model="realesr-animevideov3", backend="torch", precision="fp32"))
+                .upscale(f).pixels for f in frames]
+    got = up.upscale_batch(frames)
+    assert [s[0] for s in seen] == [3, 3, 1]
+    assert all(np.abs(g.astype(int) - e.astype(int)).max() <= 1 for g, e in zip(got, expected))
