@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -184,6 +185,8 @@ class Upscaler:
         self._multiple = math.lcm(req.multiple_of, _EXTRA_MULTIPLE.get(self.descriptor.architecture.id, 1))
         self._minimum = req.minimum
         self.context = config.context if config.context is not None else self.manifest.tile_context
+        self._fp32: Backend | None = None  # network_for: 16-bit inputs where auto chose bf16
+        self._fp32_lock = threading.Lock()
         # What blends overlapping tiles: "numpy" on the host, or on the backend's device
         # kernels.blend's Triton kernel ("triton") or its torch reference ("torch").
         self.blend = (_BLEND_NAMES[AccumulateTile(device=self.backend.device).impl]
@@ -192,6 +195,21 @@ class Upscaler:
                 self.manifest.id, self.backend.device, self.blend)
 
     # ----------------------------------------------------------------- tiles
+
+    def network_for(self, dtype: np.dtype) -> Backend:
+        """The backend for inputs of ``dtype``. bf16 keeps 8 significant bits (steps of 1/256 near
+        white): fine for 8-bit images, too coarse for 10/16-bit levels. So where ``auto`` chose
+        bf16, 16-bit inputs (and 10-bit video, decoded to 16 bits) run on an fp32 copy of the
+        model, made on first use."""
+        if dtype != np.uint16 or self.backend.precision != "bf16" or self.config.precision != "auto":
+            return self.backend
+        with self._fp32_lock:
+            if self._fp32 is None:
+                self._fp32 = create_backend(self.config.backend, load_descriptor(self.manifest), self.manifest,
+                                            device=self.config.device, precision="fp32", threads=self.config.threads)
+                log.info("%s: 16-bit input runs in fp32 on %s (bf16 is too coarse for more than 8 bits)",
+                         self.manifest.id, self._fp32.name)
+        return self._fp32
 
     def auto_tile(self) -> int:
         budget = (self.config.memory_budget_mb << 20) if self.config.memory_budget_mb else \
@@ -211,30 +229,30 @@ class Upscaler:
         mode = "reflect" if ph < h and pw < w else "replicate"
         return F.pad(x, (0, pw, 0, ph), mode=mode)
 
-    def _run_padded(self, x: np.ndarray) -> np.ndarray:
+    def _run_padded(self, x: np.ndarray, net: Backend | None = None) -> np.ndarray:
         """Run one NCHW tile, padded to the network's size requirements and cropped back."""
         _, _, h, w = x.shape
-        y = self.backend(self._pad(torch.from_numpy(x)).numpy())
+        y = (net or self.backend)(self._pad(torch.from_numpy(x)).numpy())
         return y[:, :, : h * self.scale, : w * self.scale]
 
-    def _run_padded_tensor(self, x: torch.Tensor) -> torch.Tensor:
+    def _run_padded_tensor(self, x: torch.Tensor, net: Backend | None = None) -> torch.Tensor:
         """``_run_padded`` for a tensor, through ``backend.forward_tensor``: stays on the device."""
         _, _, h, w = x.shape
-        y = self.backend.forward_tensor(self._pad(x))
+        y = (net or self.backend).forward_tensor(self._pad(x))
         return y[:, :, : h * self.scale, : w * self.scale]
 
-    def _upscale_rgb(self, rgb: np.ndarray, tile: int, tick) -> np.ndarray:
+    def _upscale_rgb(self, rgb: np.ndarray, tile: int, tick, net: Backend | None = None) -> np.ndarray:
         """HxWx3 float32 -> (H*s)xWx3 float32 through the tiles: on the backend's GPU when it
         takes tensors (``_upscale_rgb_tensor``), else here, on the host, with numpy."""
         h, w, _ = rgb.shape
         s = self.scale
         # on the device when its canvas (3 + 1 float32 per output pixel) fits the memory budget
         if _on_device(self.backend) and 16 * h * s * w * s <= _available_memory_bytes(self.backend.device):
-            return self._upscale_rgb_tensor(rgb, tile, tick)
+            return self._upscale_rgb_tensor(rgb, tile, tick, net=net)
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]
         grid = tile_grid(h, w, tile, self.config.overlap)
         if grid is None:
-            out = self._run_padded(chw)[0]
+            out = self._run_padded(chw, net)[0]
             tick()
             return out.transpose(1, 2, 0)
         ys, xs, overlap = grid
@@ -246,7 +264,7 @@ class Upscaler:
                 y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
                 cy0, cx0 = max(0, y0 - ctx), max(0, x0 - ctx)
                 cy1, cx1 = min(h, y1 + ctx), min(w, x1 + ctx)
-                out = self._run_padded(np.ascontiguousarray(chw[:, :, cy0:cy1, cx0:cx1]))[0]
+                out = self._run_padded(np.ascontiguousarray(chw[:, :, cy0:cy1, cx0:cx1]), net)[0]
                 out = out[:, (y0 - cy0) * s:(y1 - cy0) * s, (x0 - cx0) * s:(x1 - cx0) * s]
                 wy = _ramp((y1 - y0) * s, overlap * s, y0 > 0, y1 < h)
                 wx = _ramp((x1 - x0) * s, overlap * s, x0 > 0, x1 < w)
@@ -256,7 +274,8 @@ class Upscaler:
                 tick()
         return (acc / wsum).transpose(1, 2, 0)
 
-    def _upscale_rgb_tensor(self, rgb: np.ndarray, tile: int, tick, blend: ImplRequest = "auto") -> np.ndarray:
+    def _upscale_rgb_tensor(self, rgb: np.ndarray, tile: int, tick, blend: ImplRequest = "auto",
+                            net: Backend | None = None) -> np.ndarray:
         """``_upscale_rgb`` on the backend's device: the image is uploaded once, its tiles cut,
         run (``forward_tensor``) and blended (kernels.blend, ``impl=blend``) there, and the
         result downloaded once. The default on a GPU; callable on CPU (where the host path is
@@ -268,7 +287,7 @@ class Upscaler:
         chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(dev)
         grid = tile_grid(h, w, tile, self.config.overlap)
         if grid is None:
-            out = self._run_padded_tensor(chw)[0]
+            out = self._run_padded_tensor(chw, net)[0]
             tick()
             return out.cpu().numpy().transpose(1, 2, 0)
         accumulate, normalize = AccumulateTile(impl=blend, device=dev), NormalizeCanvas(impl=blend, device=dev)
@@ -281,7 +300,7 @@ class Upscaler:
                 y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
                 cy0, cx0 = max(0, y0 - ctx), max(0, x0 - ctx)
                 cy1, cx1 = min(h, y1 + ctx), min(w, x1 + ctx)
-                out = self._run_padded_tensor(chw[:, :, cy0:cy1, cx0:cx1])[0]
+                out = self._run_padded_tensor(chw[:, :, cy0:cy1, cx0:cx1], net)[0]
                 out = out[:, (y0 - cy0) * s:(y1 - cy0) * s, (x0 - cx0) * s:(x1 - cx0) * s]
                 accumulate(acc, wsum, out, y0 * s, x0 * s, overlap * s, (y0 > 0, y1 < h, x0 > 0, x1 < w))
                 tick()
@@ -305,6 +324,7 @@ class Upscaler:
         h, w, c = pixels.shape
         out_h, out_w = target_size(h, w, native=self.scale, scale=scale, width=width, height=height)
         maxval = 65535.0 if pixels.dtype == np.uint16 else 255.0
+        net = self.network_for(pixels.dtype)
         img = pixels.astype(np.float32) / maxval
         rgb = np.repeat(img, 3, axis=2) if c == 1 else img[:, :, :3]
         alpha = img[:, :, 3] if c == 4 else None
@@ -325,7 +345,7 @@ class Upscaler:
                     check_cancel(cancel)
 
                 check_cancel(cancel)
-                outs = [self._upscale_rgb(p, tile, tick) for p in passes]
+                outs = [self._upscale_rgb(p, tile, tick, net) for p in passes]
                 break
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
                 if not _is_oom(exc):
@@ -347,8 +367,8 @@ class Upscaler:
         if result.shape[:2] != (out_h, out_w):
             result = resize(result, out_h, out_w)
         out = np.clip(np.rint(result * maxval), 0, maxval).astype(pixels.dtype)
-        return UpscaleResult(out, self.manifest.id, self.backend.name, self.backend.device,
-                             self.backend.precision, tile or None, time.perf_counter() - t0,
+        return UpscaleResult(out, self.manifest.id, net.name, net.device,
+                             net.precision, tile or None, time.perf_counter() - t0,
                              self.blend if self.count_tiles(h, w, tile) > 1 else None)
 
     def upscale_batch(self, frames: list[np.ndarray], *, scale: float | None = None, width: int | None = None,
@@ -369,10 +389,11 @@ class Upscaler:
         group = max(1, min(len(frames), budget // max(1, h * w * self.manifest.bytes_per_pixel),
                            getattr(self.backend, "max_batch", None) or len(frames)))
         maxval = 65535.0 if frames[0].dtype == np.uint16 else 255.0
+        net = self.network_for(frames[0].dtype)
         results = []
         for i in range(0, len(frames), group):
             batch = np.stack([f.transpose(2, 0, 1) for f in frames[i:i + group]]).astype(np.float32) / maxval
-            for y in self._run_padded(batch):
+            for y in self._run_padded(batch, net):
                 r = y.transpose(1, 2, 0)
                 if r.shape[:2] != (out_h, out_w):
                     r = resize(r, out_h, out_w)

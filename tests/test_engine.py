@@ -16,7 +16,7 @@ from genai.errors import Cancelled, InputError
 @pytest.fixture(scope="module")
 def compact(pulled):
     pulled("realesr-animevideov3")
-    return Upscaler(config=EngineConfig(model="realesr-animevideov3", backend="torch"))
+    return Upscaler(config=EngineConfig(model="realesr-animevideov3", backend="torch", precision="fp32"))
 
 
 def _float_upscale(up: Upscaler, rgb: np.ndarray, tile: int) -> np.ndarray:

@@ -200,3 +200,18 @@ def test_engine_stays_within_a_built_engines_shape_profile(pulled, astronaut):
     got = up.upscale_batch(frames)
     assert [s[0] for s in seen] == [3, 3, 1]
     assert all(np.abs(g.astype(int) - e.astype(int)).max() <= 1 for g, e in zip(got, expected))
+
+
+@needs_bf16
+def test_sixteen_bit_inputs_run_in_fp32_where_auto_chose_bf16(pulled, astronaut):
+    """bf16 steps are 1/256 near white: too coarse for 10/16-bit levels."""
+    pulled("realesr-animevideov3")
+    deep = astronaut[:40, :48].astype(np.uint16) * 257
+    auto = Upscaler(config=EngineConfig(model="realesr-animevideov3"))
+    fp32 = Upscaler(config=EngineConfig(model="realesr-animevideov3", precision="fp32"))
+    assert auto.backend.precision == "bf16"
+    result = auto.upscale(deep)
+    assert result.precision == "fp32"
+    assert np.array_equal(result.pixels, fp32.upscale(deep).pixels)
+    assert auto.upscale(astronaut[:40, :48]).precision == "bf16"
+    assert np.array_equal(auto.upscale_batch([deep, deep])[0], fp32.upscale_batch([deep, deep])[0])
