@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml requirements.lock
 # A local demo without API keys (allowed on loopback only); Ctrl-C stops it. For keys:
 # .venv/bin/genai keys create NAME, then .venv/bin/genai serve.
 run: env
-	$(GENAI) models pull --all
+	$(GENAI) models pull --all --onnx
 	$(GENAI) serve --open --host $(HOST) --port $(PORT)
 
 test: env

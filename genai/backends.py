@@ -395,14 +395,15 @@ class OpenVinoBackend:
 
 
 # On CPU, ``auto`` picks the backend measured fastest for the architecture and precision on this
-# machine (benchmarks/sr.py): see the table in README.md.
+# machine (benchmarks/sr.py, 2 threads; the table in README.md): OpenVINO in fp32 for all three
+# and in bf16 for Compact and Real-CUGAN; torch (oneDNN) in bf16 for RRDB (ESRGAN) at 256 px.
 _CPU_BACKEND = {
-    ("Compact", "fp32"): "torch",
-    ("Compact", "bf16"): "torch",
-    ("ESRGAN", "fp32"): "onnx",
+    ("Compact", "fp32"): "openvino",
+    ("Compact", "bf16"): "openvino",
+    ("ESRGAN", "fp32"): "openvino",
     ("ESRGAN", "bf16"): "torch",
-    ("RealCUGAN", "fp32"): "onnx",
-    ("RealCUGAN", "bf16"): "torch",
+    ("RealCUGAN", "fp32"): "openvino",
+    ("RealCUGAN", "bf16"): "openvino",
 }
 BACKENDS = ("auto", "torch", "onnx", "openvino", "tensorrt")
 
@@ -438,11 +439,8 @@ def create_backend(kind: str, desc: spandrel.ImageModelDescriptor, manifest: Man
     choice = resolve_precision(precision, dev, desc, manifest)
     if kind == "auto":
         kind = _CPU_BACKEND.get((desc.architecture.id, _PRECISION_NAMES[choice.dtype]), "torch")
-        module = {"onnx": "onnxruntime", "openvino": "openvino"}.get(kind)
-        if module and not _installed(module):
-            kind = "torch"
-        if kind == "onnx" and choice.dtype != torch.float32:
-            kind = "torch"
+        if kind == "openvino" and not _installed("openvino"):
+            kind = "onnx" if choice.dtype == torch.float32 and _installed("onnxruntime") else "torch"
     if kind == "openvino":
         return OpenVinoBackend.create(desc, manifest, choice, threads)
     if kind == "onnx":

