@@ -20,6 +20,7 @@ import hashlib
 import heapq
 import json
 import logging
+import os
 import queue
 import shutil
 import struct
@@ -283,6 +284,20 @@ def configure_encoder(cc: av.CodecContext, p: Plan) -> None:
 # ------------------------------------------------------------------------- one chunk
 
 
+def codec_threads(engine: Upscaler) -> int:
+    """FFmpeg threads for a chunk's decoder and encoder (0: FFmpeg's own count, about one per core).
+
+    On a GPU the cores are free: the codecs take them all. On the CPU the network's threads run
+    in lockstep (each convolution waits for its slowest thread), so codec threads beyond the cores
+    the network leaves only add switching: the codecs get what is left, at least one thread (x264
+    then encodes in the encode thread; one thread also compresses slightly better than slices).
+    """
+    if not engine.backend.device.startswith("cpu"):
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - (engine.config.threads or cores))
+
+
 class _Stage(threading.Thread):
     """A pipeline thread: its exception is kept and re-raised by the caller."""
 
@@ -309,11 +324,12 @@ def _put(q: queue.Queue, item, stop: threading.Event, consumer: threading.Thread
     return False
 
 
-def _decoded_frames(p: Plan, chunk: Chunk) -> Iterator[av.VideoFrame]:
+def _decoded_frames(p: Plan, chunk: Chunk, threads: int = 0) -> Iterator[av.VideoFrame]:
     """Frames of ``chunk`` in display order, deinterlaced when asked or detected."""
     with av.open(str(p.info.path)) as inp:
         vs = inp.streams.video[0]
         vs.thread_type = "AUTO"
+        vs.codec_context.thread_count = threads
         inp.seek(chunk.seek, stream=vs, backward=True, any_frame=False)
         graph = None
         for frame in inp.decode(vs):
@@ -356,19 +372,25 @@ def encode_chunk(p: Plan, chunk: Chunk, engine: Upscaler, dest: Path, *,
 
     Three stages overlap: a decode thread and an encode thread around the upscaling loop,
     joined by bounded queues, so memory holds at most a few frames whatever the chunk length.
+    The colour conversions run in the decode and encode threads (swscale releases the GIL),
+    with the codec threads ``codec_threads`` leaves beside the network.
     """
     colour = p.info.colour
     rgb_fmt = "rgb48le" if p.info.bit_depth > 8 else "rgb24"
     yuv_range = "JPEG" if colour.full_range else "MPEG"
+    threads = codec_threads(engine)
     stop = threading.Event()
     q_in: queue.Queue = queue.Queue(_QUEUE)
     q_out: queue.Queue = queue.Queue(_QUEUE)
     cc = av.CodecContext.create(ENCODERS[p.config.codec], "w")
     configure_encoder(cc, p)
+    # the stream header does not depend on the thread count: chunks encoded on machines with other
+    # budgets (Ray nodes, a resumed run) still assemble into one stream
+    cc.thread_count = threads
     cc.open()
 
     def decode() -> None:
-        for frame in _decoded_frames(p, chunk):
+        for frame in _decoded_frames(p, chunk, threads):
             rgb = frame.reformat(format=rgb_fmt, src_colorspace=colour.matrix, src_color_range=yuv_range,
                                  dst_color_range="JPEG", interpolation="BICUBIC").to_ndarray()
             if not _put(q_in, (frame.pts, rgb), stop):
@@ -657,5 +679,5 @@ def remaster(input_path: str | Path, output: str | Path, config: RemasterConfig,
     return RemasterResult(output, p.frames, len(p.chunks), resumed, duplicates, time.perf_counter() - t0)
 
 
-__all__ = ["RemasterConfig", "RemasterResult", "Plan", "Chunk", "plan", "prepare", "encode_chunk", "mark_done",
-           "finish", "remaster", "work_dir_for"]
+__all__ = ["RemasterConfig", "RemasterResult", "Plan", "Chunk", "plan", "prepare", "encode_chunk",
+           "codec_threads", "mark_done", "finish", "remaster", "work_dir_for"]

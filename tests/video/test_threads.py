@@ -1,0 +1,53 @@
+"""How the pipeline shares the CPU with the network: the codecs' thread count.
+
+No timings (the machines are shared): what is checked is what the encoder was told, which x264
+records in the stream it writes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import SimpleNamespace
+
+import av
+import pytest
+
+from genai.engine import EngineConfig, Upscaler
+from genai.video import RemasterConfig, remaster
+from tests.video.conftest import MODEL
+
+R = importlib.import_module("genai.video.remaster")  # genai.video.remaster is also the function's name
+
+
+@pytest.fixture(scope="module")
+def engine(pulled):
+    pulled(MODEL)
+    return Upscaler(config=EngineConfig(model=MODEL, backend="torch"))
+
+
+def _x264_settings(path) -> dict[str, str]:
+    """The options x264 records in the stream's first packet (its version SEI)."""
+    with av.open(str(path)) as c:
+        data = bytes(next(c.demux(video=0)))
+    text = data[data.index(b"options: "):].split(b"\0")[0].decode("ascii", "replace")
+    return dict(kv.split("=", 1) for kv in text.removeprefix("options: ").split() if "=" in kv)
+
+
+def test_on_cpu_the_codecs_get_the_cores_the_network_leaves(engine):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert R.codec_threads(engine) == 1  # the network takes every core: one codec thread
+    fewer = SimpleNamespace(backend=engine.backend, config=EngineConfig(model=MODEL, threads=1))
+    assert R.codec_threads(fewer) == max(1, cores - 1)
+    gpu = SimpleNamespace(backend=SimpleNamespace(device="cuda:0"), config=engine.config)
+    assert R.codec_threads(gpu) == 0  # FFmpeg's own count: the cores are free
+
+
+def test_the_encoder_runs_with_the_budgeted_threads(bunny_small, engine, tmp_path):
+    out = tmp_path / "out.mp4"
+    remaster(bunny_small, out, RemasterConfig(preview=0.5), engine=engine)
+    x264 = _x264_settings(out)
+    # FFmpeg's default would be sliced threads, one per core (threads=2 sliced_threads=1 on 2 cores)
+    assert (x264["threads"], x264["sliced_threads"], x264["lookahead_threads"]) == ("1", "0", "1")
+    # the quality settings are the defaults: crf 18, preset medium (subme 7, ref 3, rc lookahead 40)
+    assert (float(x264["crf"]), x264["subme"], x264["ref"], x264["rc_lookahead"]) == (18.0, "7", "3", "40")
