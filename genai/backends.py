@@ -395,13 +395,13 @@ class OpenVinoBackend:
 
 
 # On CPU, ``auto`` picks the backend measured fastest for the architecture and precision on this
-# machine (benchmarks/sr.py, 2 threads; the table in README.md): OpenVINO in fp32 for all three
-# and in bf16 for Compact and Real-CUGAN; torch (oneDNN) in bf16 for RRDB (ESRGAN) at 256 px.
+# machine (benchmarks/sr.py, 2 threads, one run; the table in README.md): OpenVINO, in fp32 and
+# with its bf16 hint, for all three (torch bf16 came within 0.89-1.03x of it).
 _CPU_BACKEND = {
     ("Compact", "fp32"): "openvino",
     ("Compact", "bf16"): "openvino",
     ("ESRGAN", "fp32"): "openvino",
-    ("ESRGAN", "bf16"): "torch",
+    ("ESRGAN", "bf16"): "openvino",
     ("RealCUGAN", "fp32"): "openvino",
     ("RealCUGAN", "bf16"): "openvino",
 }
