@@ -396,7 +396,7 @@ class OpenVinoBackend:
 
 # On CPU, ``auto`` picks the backend measured fastest for the architecture and precision on this
 # machine (benchmarks/sr.py, 2 threads, one run; the table in README.md): OpenVINO, in fp32 and
-# with its bf16 hint, for all three (torch bf16 came within 0.89-1.03x of it).
+# with its bf16 hint, for all three (torch bf16 ran at 0.62-1.05x of its speed).
 _CPU_BACKEND = {
     ("Compact", "fp32"): "openvino",
     ("Compact", "bf16"): "openvino",
