@@ -267,8 +267,11 @@ class OnnxBackend:
     precision: str = "fp32"
     reason: str = "ONNX Runtime runs the fp32 export"
     name: str = "onnxruntime"
-    max_tile: int | None = None  # with TensorRT: the largest tile (input pixels) and batch its
-    max_batch: int | None = None  # engine's shape profile takes; the engine stays within them
+    # with TensorRT, the engine's shape profile: the smallest and largest input side (a tile with
+    # its context, padded) and the most frames per call; the Upscaler stays within them
+    min_side: int | None = None
+    max_side: int | None = None
+    max_batch: int | None = None
 
     @classmethod
     def create(cls, desc: spandrel.ImageModelDescriptor, manifest: Manifest, device: str,
@@ -290,6 +293,9 @@ class OnnxBackend:
         if want_gpu:
             dev = resolve_device(device)
             index = dev.index or 0
+            if precision not in ("auto", "fp32", "fp16") or (precision == "fp16" and not tensorrt):
+                raise BackendError(f"backend {'tensorrt' if tensorrt else 'onnx'} on CUDA: precision {precision} is "
+                                   "not offered (TensorRT: auto, fp32 or fp16; the CUDA provider: fp32)")
             if tensorrt and "TensorrtExecutionProvider" not in available:
                 raise BackendError(f"backend tensorrt: onnxruntime here has no TensorRT provider ({available}); "
                                    "install onnxruntime-gpu (not onnxruntime) and 'genai[tensorrt]'")
@@ -322,7 +328,7 @@ class OnnxBackend:
         if actual[0] == "TensorrtExecutionProvider":
             return cls(session, _PRECISION_NAMES[dtype], "TensorRT builds from the fp32 export" +
                        (" with fp16 kernels allowed" if dtype == torch.float16 else ""),
-                       max_tile=profile.tile - 2 * manifest.tile_context, max_batch=profile.batch)
+                       min_side=profile.minimum, max_side=profile.tile, max_batch=profile.batch)
         return cls(session)
 
     @property
@@ -416,9 +422,9 @@ def _installed(module: str) -> bool:
 
 def create_backend(kind: str, desc: spandrel.ImageModelDescriptor, manifest: Manifest, *,
                    device: str = "auto", precision: str = "auto", threads: int | None = None) -> Backend:
-    """``auto``: torch on CUDA (fp16 where supported), or ONNX Runtime with TensorRT when it is
-    installed; on CPU the backend measured fastest for the architecture at the precision
-    ``auto`` resolves to, falling back to torch when that runtime is not installed."""
+    """``auto``: torch on CUDA (fp16 where supported; TensorRT only when asked for); on CPU the
+    backend measured fastest for the architecture at the precision ``auto`` resolves to,
+    falling back to ONNX Runtime or torch when that runtime is not installed."""
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r} (use {', '.join(BACKENDS)})")
     if threads and kind in ("torch", "auto"):
@@ -428,18 +434,14 @@ def create_backend(kind: str, desc: spandrel.ImageModelDescriptor, manifest: Man
         return OnnxBackend.create(desc, manifest, device, threads, tensorrt=True, precision=precision)
     if kind == "onnx":
         return OnnxBackend.create(desc, manifest, device, threads, precision=precision)
-    if dev.type == "cuda":
-        if kind == "auto" and _installed("onnxruntime"):
-            import onnxruntime as ort
-            if "TensorrtExecutionProvider" in ort.get_available_providers():
-                return OnnxBackend.create(desc, manifest, device, threads, precision=precision)
+    if dev.type == "cuda":  # TensorRT is opt-in (--backend tensorrt): its first build takes minutes
         if kind == "openvino":
             raise BackendError("backend openvino: runs on the CPU here (device cpu)")
         return TorchBackend.create(desc, device, precision, manifest)
     choice = resolve_precision(precision, dev, desc, manifest)
     if kind == "auto":
         kind = _CPU_BACKEND.get((desc.architecture.id, _PRECISION_NAMES[choice.dtype]), "torch")
-        if kind == "openvino" and not _installed("openvino"):
+        if kind == "openvino" and not (_installed("openvino") and _installed("onnxscript")):
             kind = "onnx" if choice.dtype == torch.float32 and _installed("onnxruntime") else "torch"
     if kind == "openvino":
         return OpenVinoBackend.create(desc, manifest, choice, threads)

@@ -36,7 +36,7 @@ import spandrel
 import torch
 import torch.nn.functional as F
 
-from genai.backends import Backend, create_backend
+from genai.backends import Backend, BackendError, create_backend
 from genai.errors import InputError
 from genai.images import Image
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
@@ -183,8 +183,13 @@ class Upscaler:
         self.scale: int = self.descriptor.scale
         req = self.descriptor.size_requirements
         self._multiple = math.lcm(req.multiple_of, _EXTRA_MULTIPLE.get(self.descriptor.architecture.id, 1))
-        self._minimum = req.minimum
         self.context = config.context if config.context is not None else self.manifest.tile_context
+        self._minimum = max(req.minimum, getattr(self.backend, "min_side", None) or 0)
+        max_side = getattr(self.backend, "max_side", None)  # a TensorRT engine's shape profile
+        self._max_tile = max_side - 2 * self.context if max_side else None
+        if self._max_tile is not None and config.tile is not None and not 0 < config.tile <= self._max_tile:
+            raise BackendError(f"tile {config.tile}: the TensorRT engine takes tiles of 1-{self._max_tile} px "
+                               f"(its profile: {max_side} px with {self.context} px of context)")
         self._fp32: Backend | None = None  # network_for: 16-bit inputs where auto chose bf16
         self._fp32_lock = threading.Lock()
         # What blends overlapping tiles: "numpy" on the host, or on the backend's device
@@ -215,7 +220,7 @@ class Upscaler:
         budget = (self.config.memory_budget_mb << 20) if self.config.memory_budget_mb else \
             _available_memory_bytes(self.backend.device)
         side = int(math.sqrt(budget / self.manifest.bytes_per_pixel)) - 2 * self.context
-        limit = getattr(self.backend, "max_tile", None) or 2048  # a TensorRT engine's shape profile
+        limit = self._max_tile or 2048
         return int(min(max(side, 64), limit)) // 8 * 8
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:

@@ -186,8 +186,11 @@ class Registry:
         lines.append(f"{field}: {value}")
         text = "\n".join(lines) + "\n"
         Manifest(**yaml.safe_load(text))  # still a valid manifest
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
+        try:
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot write the measured figure ({exc.strerror or exc})") from exc
         self.__dict__.pop("_manifests", None)
         return path
 

@@ -73,6 +73,9 @@ class KernelOp:
     def _forward(self, *args, **kwargs):
         self._check(*(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)))
         if self.impl == "triton":
+            if self.device.type == "cuda":  # Triton launches on the current device, not the tensors'
+                with torch.cuda.device(self.device):
+                    return self.forward_triton(*args, **kwargs)
             return self.forward_triton(*args, **kwargs)
         return self.forward_native(*args, **kwargs)
 

@@ -23,7 +23,7 @@ R = importlib.import_module("genai.video.remaster")  # genai.video.remaster is a
 @pytest.fixture(scope="module")
 def engine(pulled):
     pulled(MODEL)
-    return Upscaler(config=EngineConfig(model=MODEL, backend="torch"))
+    return Upscaler(config=EngineConfig(model=MODEL, backend="torch", device="cpu"))
 
 
 def _x264_settings(path) -> dict[str, str]:
