@@ -7,6 +7,9 @@ ratio against a classic numpy/scipy top88 (scipy sparse direct solve) at 300x100
   free dofs, a sparse filter matrix), the same problem and settings, timed the same way.
 
 Seconds per iteration are the median over a few iterations after the first (which warms up).
+"CG its" is the mean number of multigrid-CG iterations per design iteration and the last column
+the seconds per iteration over elements x CG its: whether a larger grid costs more because CG
+needs more iterations or because each iteration costs more per element.
 
     .venv/bin/python benchmarks/design.py [--quick]
 """
@@ -26,7 +29,8 @@ from genai.design.optimize import Settings, optimize
 from genai.design.problem import cantilever3d, discretize, load_spec, mbb
 
 
-def ours(spec: dict, solver: str, iterations: int, volfrac: float) -> tuple[float, int]:
+def ours(spec: dict, solver: str, iterations: int, volfrac: float) -> tuple[float, int, float]:
+    """Seconds per iteration, elements, CG iterations per design iteration (multigrid)."""
     problem = discretize(load_spec(spec))
     times: list[float] = []
     last = [time.perf_counter()]
@@ -36,10 +40,10 @@ def ours(spec: dict, solver: str, iterations: int, volfrac: float) -> tuple[floa
         times.append(now - last[0])
         last[0] = now
 
-    optimize(problem, Settings(volfrac=volfrac, rmin=1.5, filter="density", solver=solver,
-                               max_iterations=iterations, tol_change=0.0), progress=tick)
+    r = optimize(problem, Settings(volfrac=volfrac, rmin=1.5, filter="density", solver=solver,
+                                   max_iterations=iterations, tol_change=0.0), progress=tick)
     steady = times[1:] or times
-    return statistics.median(steady), problem.grid.elements
+    return statistics.median(steady), problem.grid.elements, r.solver_iterations / r.iterations
 
 
 def top88_numpy(nelx: int, nely: int, iterations: int, volfrac=0.5, penal=3.0, rmin=1.5) -> float:
@@ -112,22 +116,25 @@ def main() -> int:
     for nx, ny in sizes_2d:
         for solver in ("direct", "multigrid") if nx * ny <= 120_000 else ("multigrid",):  # the band grows with nely
             its = 8 if nx * ny <= 30_000 else 4
-            s, n = ours(mbb(nx, ny), solver, its, 0.5)
-            rows.append(("2D", f"{nx}x{ny}", n, solver, s))
+            s, n, cg = ours(mbb(nx, ny), solver, its, 0.5)
+            rows.append(("2D", f"{nx}x{ny}", n, solver, s, cg))
             print(f"  2D {nx}x{ny} {solver}: {s:.3f} s/it", file=sys.stderr, flush=True)
     for nx, ny, nz in sizes_3d:
         its = 3 if nx * ny * nz <= 200_000 else 2
-        s, n = ours(cantilever3d(nx, ny, nz), "multigrid", its, 0.3)
-        rows.append(("3D", f"{nx}x{ny}x{nz}", n, "multigrid", s))
+        s, n, cg = ours(cantilever3d(nx, ny, nz), "multigrid", its, 0.3)
+        rows.append(("3D", f"{nx}x{ny}x{nz}", n, "multigrid", s, cg))
         print(f"  3D {nx}x{ny}x{nz}: {s:.3f} s/it", file=sys.stderr, flush=True)
     base = top88_numpy(300, 100, 8)
 
     print("\nseconds per iteration (2 CPU threads; CG in float64, multigrid V-cycle in float32; "
           "2D: half MBB beam, 3D: top3d cantilever)\n")
-    print(f"{'dim':>3} {'grid':>12} {'elements':>10} {'solver':>10} {'s/iter':>9} {'us/element':>11}")
-    for dim, grid, n, solver, s in rows:
-        print(f"{dim:>3} {grid:>12} {n:>10,} {solver:>10} {s:>9.3f} {s / n * 1e6:>11.2f}")
-    ours_300 = {solver: s for dim, grid, n, solver, s in rows if grid == "300x100"}
+    print(f"{'dim':>3} {'grid':>12} {'elements':>10} {'solver':>10} {'s/iter':>9} {'us/element':>11} "
+          f"{'CG its':>7} {'ns/element/CG it':>17}")
+    for dim, grid, n, solver, s, cg in rows:
+        mg = solver == "multigrid"
+        cg_its, per_cg = (f"{cg:.1f}", f"{s / n / cg * 1e9:.0f}") if mg else ("-", "-")
+        print(f"{dim:>3} {grid:>12} {n:>10,} {solver:>10} {s:>9.3f} {s / n * 1e6:>11.2f} {cg_its:>7} {per_cg:>17}")
+    ours_300 = {solver: s for dim, grid, n, solver, s, cg in rows if grid == "300x100"}
     print(f"\n300x100 half MBB beam, per iteration: classic numpy/scipy top88 (spsolve) {base:.3f} s")
     for solver, s in ours_300.items():
         print(f"  genai {solver:<10} {s:.3f} s   {base / s:5.1f}x faster (goal >= 5x)")

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from genai.design import fem
+
 
 class ConeFilter:
     """H x / Hs with H_ij = max(0, rmin - |c_i - c_j|) over elements within the domain."""
@@ -24,8 +26,20 @@ class ConeFilter:
         self.Hs = self._conv(torch.ones(element_shape, dtype=dtype, device=device))
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution over slabs of layers along the first axis (each read with its halo):
+        torch's CPU convolution in float64 unfolds its input (27 values an element in 3D), and
+        a whole-grid unfold is hundreds of MB at a million elements (see ``fem.slabs``)."""
         conv = F.conv2d if self.dim == 2 else F.conv3d
-        return conv(x[None, None], self.kernel, padding=self.pad)[0, 0]
+        r, n0 = self.pad, x.shape[0]
+        step = max(1, fem.SLAB_ELEMENTS // (x.numel() // n0))
+        if step >= n0:
+            return conv(x[None, None], self.kernel, padding=r)[0, 0]
+        xp = F.pad(x[None, None], (0, 0) * (self.dim - 1) + (r, r))[0, 0]  # zeros past both ends of the first axis
+        out = torch.empty_like(x)
+        for k0 in range(0, n0, step):
+            k1 = min(n0, k0 + step)
+            out[k0:k1] = conv(xp[None, None, k0:k1 + 2 * r], self.kernel, padding=(0,) + (r,) * (self.dim - 1))[0, 0]
+        return out
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """Filtered densities: (H x) / Hs."""

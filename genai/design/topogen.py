@@ -201,7 +201,7 @@ class Evaluation:
 def evaluate(problem: FEProblem, density: np.ndarray, penal: float = 3.0, Emin: float = 1e-9) -> Evaluation:
     """The SIMP compliance of a density field: one FE solve."""
     ke = fem.element_stiffness(2, problem.nu)
-    try:  # exact where the band allows (multigrid CG failed to converge on one random 128x64 problem)
+    try:  # exact where the band allows (banded direct solve; multigrid beyond the band)
         solver, name = make_solver(problem, ke, "direct")
     except ValueError:
         solver, name = make_solver(problem, ke, "multigrid")

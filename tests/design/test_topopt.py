@@ -129,6 +129,27 @@ def test_multigrid_iterations_stay_flat_as_the_grid_grows():
     assert counts[-1] <= 2 * counts[0] + 5, counts
 
 
+def test_multigrid_keeps_a_support_at_an_odd_node_on_the_coarse_grids():
+    # rollers as on a random 128x64 problem of the training family: x fixed on part of the left
+    # edge, y fixed at one node at an odd position only. Injecting the fixed dofs into the
+    # coarse grids dropped that node and left the coarsest problem floating: CG stalled.
+    g = fem.Grid((64, 32))
+    ke = fem.element_stiffness(2, 0.3)
+    free = torch.ones(g.node_shape, dtype=torch.bool)
+    free[0, 10:25, 0] = False
+    free[64, 15, 1] = False
+    f = torch.zeros(1, *g.node_shape, dtype=torch.float64)
+    f[0, 3, 0, 0] = 0.8
+    f[0, 64, 7] = torch.tensor([-0.9, 0.4])
+    E = fem.simp(torch.full(g.element_shape, 0.5, dtype=torch.float64), 3, 1, 1e-9)
+    s = MultigridPCG(g, ke, free, max_iterations=100, coarse_dofs=200)
+    assert all(int((level.mask[..., 1] == 0).sum()) >= 1 for level in s.levels)  # y held on every grid
+    u = s.solve(E, f)
+    u_ref = DirectSolver(g, ke, free).solve(E, f)
+    assert s.stats.iterations <= 30, s.stats
+    assert float((u - u_ref).norm() / u_ref.norm()) < 1e-6
+
+
 def test_keep_solid_and_keep_empty_are_exact_and_symmetry_holds():
     spec = load_spec({
         "domain": {"size": [48, 24], "resolution": [48, 24]},
