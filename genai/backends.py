@@ -303,7 +303,8 @@ class OnnxBackend:
             if "TensorrtExecutionProvider" in available and tensorrt is not False:
                 choice = resolve_precision(precision, dev, desc, manifest)
                 dtype = choice.dtype
-                profile = tensorrt if isinstance(tensorrt, TensorrtProfile) else default_tensorrt_profile(desc, manifest)
+                profile = tensorrt if isinstance(tensorrt, TensorrtProfile) else \
+                    default_tensorrt_profile(desc, manifest)
                 cache = tensorrt_cache_dir(manifest, torch.cuda.get_device_name(index), tensorrt_version(), profile)
                 cache.mkdir(parents=True, exist_ok=True)
                 gpu.append(("TensorrtExecutionProvider",

