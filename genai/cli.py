@@ -434,25 +434,16 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
 
     if args.models_command == "pull":
-        if args.all:
-            ids = [m.id for m in registry if m.folder and m.folder.parent == registry.builtin_dir]
-        else:
-            ids = args.ids
-        if not ids:
-            raise GenaiError("name the models to pull, or --all")
-        manifests = [registry.get(i) for i in ids]  # unknown ids fail before any work
-        failed = 0
-        for m in manifests:
-            try:
-                path = fetch.pull(m, source=args.source, force=args.force)
-                if args.onnx:
-                    from genai.backends import export_onnx
-                    export_onnx(fetch.load_descriptor(m), m)
-                print(f"{m.id}: {path}")
-            except GenaiError as exc:
-                failed += 1
-                print(f"error: {exc}", file=sys.stderr)
-        return 1 if failed else 0
+        builtin = [m.id for m in registry if m.folder and m.folder.parent == registry.builtin_dir]
+
+        def pull(m) -> str:
+            path = fetch.pull(m, source=args.source, force=args.force)
+            if args.onnx:
+                from genai.backends import export_onnx
+                export_onnx(fetch.load_descriptor(m), m)
+            return f"{m.id}: {path}"
+
+        return _each_model(registry, builtin if args.all else args.ids, "pull", pull)
 
     if args.models_command == "measure":
         return _measure(registry, args)
@@ -466,25 +457,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     raise AssertionError(args.models_command)
 
 
-def _measure(registry, args: argparse.Namespace) -> int:
-    from genai.backends import BF16_MIN_PSNR_DB
-    from genai.fidelity import measure_bf16
-
-    ids = registry.ids() if args.all else args.ids
+def _each_model(registry, ids: list[str], verb: str, work) -> int:
+    """``work(manifest)`` for each id, printing what it returns; a failing model is reported in a
+    line and the rest go on (exit 1 if any failed). Unknown ids fail before any work."""
     if not ids:
-        raise GenaiError("name the models to measure, or --all")
-    manifests = [registry.get(i) for i in ids]  # unknown ids fail before any work
+        raise GenaiError(f"name the models to {verb}, or --all")
+    manifests = [registry.get(i) for i in ids]
     failed = 0
     for m in manifests:
         try:
-            figure = round(min(measure_bf16(m, registry=registry, threads=args.threads), 99.0), 1)  # 99: identical
-            verdict = "auto runs bf16 on CPUs with native bf16" if figure >= BF16_MIN_PSNR_DB else "auto stays fp32"
-            where = f"; written to {registry.record(m, 'bf16_psnr_db', figure)}" if args.write else ""
-            print(f"{m.id}: bf16 {figure:.1f} dB against fp32 ({verdict}){where}")
+            print(work(m))
         except GenaiError as exc:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _measure(registry, args: argparse.Namespace) -> int:
+    from genai.backends import BF16_MIN_PSNR_DB
+    from genai.fidelity import measure_bf16
+
+    def measure(m) -> str:
+        figure = round(min(measure_bf16(m, registry=registry, threads=args.threads), 99.0), 1)  # 99: identical
+        verdict = "auto runs bf16 on CPUs with native bf16" if figure >= BF16_MIN_PSNR_DB else "auto stays fp32"
+        where = f"; written to {registry.record(m, 'bf16_psnr_db', figure)}" if args.write else ""
+        return f"{m.id}: bf16 {figure:.1f} dB against fp32 ({verdict}){where}"
+
+    return _each_model(registry, registry.ids() if args.all else args.ids, "measure", measure)
 
 
 def _build_engine(registry, args: argparse.Namespace) -> int:
