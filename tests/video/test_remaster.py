@@ -284,7 +284,7 @@ def test_ctrl_c_leaves_a_resumable_state(tmp_path, bunny_small):
 
     out = tmp_path / "c.mp4"
     args = [sys.executable, "-m", "genai", "remaster", str(bunny_small), "-o", str(out), "-m", MODEL,
-            "--chunk-seconds", "0.4", "--backend", "torch"]
+            "--chunk-seconds", "0.4", "--backend", "torch", "--precision", "fp32"]  # bf16 could finish first
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ)
     manifest = work_dir_for(out) / "manifest.json"
     deadline = time.time() + 120
