@@ -97,6 +97,11 @@ class Manifest(BaseModel):
     def weights_path(self) -> Path:
         return self.weights_dir / WEIGHTS_FILE
 
+    def bf16_psnr(self, backend: str) -> float | None:
+        """The recorded bf16 fidelity (dB against fp32) of this model on ``backend`` (torch,
+        openvino, ...), or None where it was not measured. --precision auto reads it."""
+        return self.bf16_psnr_db
+
     def expected_sha256(self) -> set[str]:
         """Digests a present weights file may have: the one the manifest states, or the one
         recorded when the file was made from a checked download or a registered file."""
