@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 from genai.paths import atomic_path  # noqa: E402
 from genai.synth import quality as Q  # noqa: E402
 from genai.synth.data import load_fashion_mnist, load_imagefolder  # noqa: E402
-from genai.synth.diffusion import SampleConfig, TrainConfig, sample_folder, train  # noqa: E402
+from genai.synth.diffusion import SampleConfig, TrainConfig, sample_folder  # noqa: E402
+from genai.synth.training import train  # noqa: E402
 
 CONDITIONS = [("real", "(1) real only"), ("real+aug", "(2) real + classical aug"),
               ("real+synth", "(3) real + synthetic"), ("real+synth+aug", "(3+) real + synthetic + aug"),

@@ -118,7 +118,8 @@ def _threads(args) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from genai.synth.data import load_imagefolder
-    from genai.synth.diffusion import TrainConfig, train
+    from genai.synth.diffusion import TrainConfig
+    from genai.synth.training import train
 
     _threads(args)
     if not 0 <= args.label_dropout < 1:

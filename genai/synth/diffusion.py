@@ -5,7 +5,7 @@ Training follows diffusers' unconditional/class-conditional examples: a ``UNet2D
 ``label_dropout`` so one network learns both the conditional and the unconditional model
 for classifier-free guidance), ``DDPMScheduler`` noise, epsilon prediction, AdamW with a
 cosine schedule and warm-up, and an EMA of the weights with warm-up (the EMA weights are
-the ones sampled from). Sampling uses DPM-Solver++ (20-50 steps); image-to-image variants
+the ones sampled from; training is genai.synth.training). Sampling uses DPM-Solver++ (20-50 steps); image-to-image variants
 noise a real image to strength ``t`` and denoise it with its own label (DDIM).
 
 A run folder holds ``run.json`` (settings and the data's sha256), ``checkpoint.pt`` (written
@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genai.errors import Cancelled, InputError
+from genai.errors import InputError
 from genai.paths import atomic_path
-from genai.plots import plot_curve
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
 from genai.registry import sha256_file
 from genai.synth.data import LabelledImages
@@ -64,7 +62,7 @@ def padded_size(size: int, levels: int) -> int:
     return -(-size // m) * m
 
 
-def _unet(config: dict):
+def build_unet(config: dict):
     from diffusers import UNet2DModel
 
     return UNet2DModel(**config)
@@ -78,7 +76,7 @@ def unet_config(data_channels: int, side: int, num_classes: int, cfg: TrainConfi
                 num_class_embeds=num_classes + 1, norm_num_groups=min(8, cfg.channels[0]))
 
 
-def _scheduler_config(cfg: TrainConfig) -> dict:
+def scheduler_config(cfg: TrainConfig) -> dict:
     return dict(num_train_timesteps=cfg.train_timesteps, beta_schedule="squaredcos_cap_v2",
                 prediction_type="epsilon")
 
@@ -101,132 +99,6 @@ def from_model_space(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-# --------------------------------------------------------------------------- training
-
-
-@dataclass
-class _State:
-    model: torch.nn.Module
-    ema: object
-    optimizer: torch.optim.Optimizer
-    lr: torch.optim.lr_scheduler.LRScheduler
-    step: int = 0
-    losses: list[float] = field(default_factory=list)
-
-
-def _run_settings(data: LabelledImages, cfg: TrainConfig) -> dict:
-    return {"config": {**asdict(cfg), "channels": list(cfg.channels)}, "data_sha256": data.sha256,
-            "classes": data.classes, "size": list(data.size), "channels": data.channels, "images": len(data)}
-
-
-def _save_checkpoint(run: Path, st: _State) -> None:
-    with atomic_path(run / CHECKPOINT) as tmp:
-        torch.save({"model": st.model.state_dict(), "ema": st.ema.state_dict(), "optimizer": st.optimizer.state_dict(),
-                    "lr": st.lr.state_dict(), "step": st.step, "losses": st.losses}, tmp)
-
-
-def train(data: LabelledImages, run: str | Path, cfg: TrainConfig = TrainConfig(), *,
-          progress: ProgressFn | None = None, cancel: CancelFn | None = None, overwrite: bool = False) -> Path:
-    """Train (or resume) a generator on ``data`` into the folder ``run``; returns its weights path.
-
-    A folder holding a run with other settings or other data is refused unless ``overwrite``.
-    """
-    from diffusers import DDPMScheduler
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-    from diffusers.training_utils import EMAModel
-
-    if len(data.classes) < 2:
-        raise InputError("a class-conditional generator needs at least two classes")
-    run = Path(run)
-    if run.exists() and not run.is_dir():
-        raise InputError(f"{run}: exists and is not a folder")
-    settings = _run_settings(data, cfg)
-    if (run / RUN_JSON).exists() and not overwrite:
-        old = read_json(run / RUN_JSON)
-        if old != settings:
-            changed = sorted(k for k in settings if old.get(k) != settings[k])
-            raise InputError(f"{run}: holds a run with other {', '.join(changed)}; "
-                             "use another --out, or --overwrite to start again")
-        if (run / WEIGHTS).exists():
-            log.info("%s: already trained (%d steps)", run, cfg.steps)
-            return run / WEIGHTS
-    elif overwrite:
-        for name in (CHECKPOINT, WEIGHTS, MODEL_JSON, "MODEL_CARD.md", "loss.png"):
-            (run / name).unlink(missing_ok=True)
-    run.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run / RUN_JSON) as tmp:
-        tmp.write_text(json.dumps(settings, indent=2))
-
-    side = padded_size(max(data.size), len(cfg.channels))
-    ucfg = unet_config(data.channels, side, len(data.classes), cfg)
-    torch.manual_seed(cfg.seed)  # the initial weights
-    model = _unet(ucfg).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
-    st = _State(model, EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=3 / 4),
-                optimizer, get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps))
-    if (run / CHECKPOINT).exists():
-        ck = torch.load(run / CHECKPOINT, weights_only=True)
-        model.load_state_dict(ck["model"])
-        st.ema.load_state_dict(ck["ema"])
-        optimizer.load_state_dict(ck["optimizer"])
-        st.lr.load_state_dict(ck["lr"])
-        st.step, st.losses = ck["step"], list(ck["losses"])
-        log.info("%s: resuming at step %d of %d", run, st.step, cfg.steps)
-
-    noise_sched = DDPMScheduler(**_scheduler_config(cfg))
-    x_all = to_model_space(data.images, side)
-    y_all = torch.from_numpy(data.labels)
-    null = len(data.classes)
-    started = time.monotonic()
-    model.train()
-    try:
-        while st.step < cfg.steps:
-            check_cancel(cancel)
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st.step)
-            idx = torch.randint(len(x_all), (cfg.batch_size,), generator=g)
-            x0, y = x_all[idx], y_all[idx].clone()
-            if cfg.hflip:
-                flip = torch.rand(len(idx), generator=g) < 0.5
-                x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-            y[torch.rand(len(idx), generator=g) < cfg.label_dropout] = null
-            noise = torch.randn(x0.shape, generator=g)
-            t = torch.randint(cfg.train_timesteps, (len(idx),), generator=g)
-            xt = noise_sched.add_noise(x0, noise, t).contiguous(memory_format=torch.channels_last)
-            loss = F.mse_loss(model(xt, t, class_labels=y).sample, noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            st.lr.step()
-            st.ema.step(model.parameters())
-            st.losses.append(loss.item())
-            st.step += 1
-            if progress:
-                progress(Progress(st.step, cfg.steps, "train"))
-            if st.step % cfg.checkpoint_every == 0 or st.step == cfg.steps:
-                _save_checkpoint(run, st)
-                log.debug("step %d: loss %.4f", st.step, float(np.mean(st.losses[-cfg.checkpoint_every:])))
-    except Cancelled:  # checked between steps: the state is whole, save it (an exception mid-step keeps
-        _save_checkpoint(run, st)  # the last periodic checkpoint instead, which is)
-        raise
-
-    st.ema.copy_to(model.parameters())  # sample from the EMA weights
-    _write_generator(run, model, ucfg, cfg, data)
-    _write_card(run, data, cfg, st.losses, seconds=time.monotonic() - started)
-    return run / WEIGHTS
-
-
-def _write_generator(run: Path, model: torch.nn.Module, ucfg: dict, cfg: TrainConfig, data: LabelledImages) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_path(run / WEIGHTS) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    meta = {"unet": ucfg, "scheduler": _scheduler_config(cfg), "classes": data.classes, "size": list(data.size),
-            "channels": data.channels, "weights_sha256": sha256_file(run / WEIGHTS)}
-    with atomic_path(run / MODEL_JSON) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2))
-
-
 def read_json(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
@@ -234,46 +106,6 @@ def read_json(path: Path) -> dict:
         raise InputError(f"{path}: cannot be read ({exc})") from None
 
 
-def _write_card(run: Path, data: LabelledImages, cfg: TrainConfig, losses: list[float], *, seconds: float) -> None:
-    meta = read_json(run / MODEL_JSON)
-    plot_curve(losses, run / "loss.png", "training loss (noise-prediction MSE)")
-    tail = float(np.mean(losses[-max(1, len(losses) // 20):]))
-    n_params = sum(int(np.prod(s)) for s in _param_shapes(meta["unet"]))
-    counts = ", ".join(f"{c}: {n}" for c, n in data.counts().items())
-    text = f"""# Generator card: {run.name}
-
-A class-conditional diffusion model (diffusers `UNet2DModel`, {n_params / 1e6:.2f}M parameters) trained by
-`genai synth train` on a small labelled set. It makes images of the classes below, for use as extra
-training data; check its samples with `genai synth evaluate` before training on them.
-
-| | |
-|---|---|
-| training data sha256 | `{data.sha256}` |
-| images | {len(data)} ({counts}) |
-| image size | {data.size[0]}x{data.size[1]}, {data.channels} channel(s), padded to {meta['unet']['sample_size']} |
-| classes | {', '.join(data.classes)} |
-| steps | {cfg.steps} (batch {cfg.batch_size}, AdamW lr {cfg.learning_rate}, cosine, {cfg.warmup_steps} warm-up) |
-| label dropout (for guidance) | {cfg.label_dropout} |
-| EMA | decay {cfg.ema_decay} with warm-up |
-| horizontal flips | {'yes' if cfg.hflip else 'no'} |
-| seed | {cfg.seed} |
-| final loss (mean of the last 5%) | {tail:.4f} |
-| training time | {seconds:.0f} s in this session |
-| weights sha256 | `{meta['weights_sha256']}` |
-
-![loss](loss.png)
-
-Limitations: trained on {len(data)} images, it reproduces their style and can memorise them; samples
-are only as varied as the data. The memorisation check in `genai synth evaluate` flags near-copies.
-"""
-    with atomic_path(run / "MODEL_CARD.md") as tmp:
-        tmp.write_text(text)
-
-
-def _param_shapes(ucfg: dict):
-    with torch.device("meta"):
-        model = _unet(ucfg)
-    return [p.shape for p in model.parameters()]
 
 
 # --------------------------------------------------------------------------- sampling
@@ -323,7 +155,7 @@ class SynthGenerator:
         self.classes: list[str] = self.meta["classes"]
         self.size: tuple[int, int] = tuple(self.meta["size"])
         self.device = torch.device(config.device)
-        self.model = _unet(self.meta["unet"])
+        self.model = build_unet(self.meta["unet"])
         self.model.load_state_dict(load_file(self.run / WEIGHTS))
         self.model.to(self.device, memory_format=torch.channels_last).eval()
         self.weights_sha256 = digest

@@ -1,5 +1,5 @@
 """kind=synth-train: a class-conditional diffusion generator trained on an uploaded zip of an
-ImageFolder (``genai.synth.diffusion.train``; on a Ray worker with ``job_executor="ray"``),
+ImageFolder (``genai.synth.training.train``; on a Ray worker with ``job_executor="ray"``),
 resumable from its checkpoint. The job's id is the generator's id (``kind=synth-sample``,
 ``POST /v1/synth:sample``)."""
 
@@ -17,7 +17,8 @@ from pydantic import BaseModel, Field
 from genai.errors import InputError
 from genai.paths import atomic_dir
 from genai.synth.data import load_imagefolder
-from genai.synth.diffusion import MODEL_JSON, WEIGHTS, TrainConfig, read_json, train
+from genai.synth.diffusion import MODEL_JSON, WEIGHTS, TrainConfig, read_json
+from genai.synth.training import train
 
 from serving.kinds import Outcome, Run, Submit, zip_folder
 from serving.routes.images import safe_stem

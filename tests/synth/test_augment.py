@@ -21,10 +21,8 @@ from torchvision.transforms import v2
 
 from genai.errors import Cancelled, InputError
 from genai.images import Image, read_image, write_image
-from genai.synth.augment import (
-    DegradationConfig, DegradationStage, FolderOptions, augment_dataset, augment_folder, augment_sample, blur_kernel,
-    degrade, outputs, sinc_kernel,
-)
+from genai.synth.augment import FolderOptions, augment_dataset, augment_folder, augment_sample, outputs
+from genai.synth.degrade import DegradationConfig, DegradationStage, blur_kernel, degrade, sinc_kernel
 from genai.synth.cli_augment import register
 from genai.synth.formats import Annotation, Dataset, Sample, read_dataset, read_yolo, write_coco, write_yolo
 

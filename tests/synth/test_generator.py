@@ -20,8 +20,8 @@ from PIL import Image
 
 from genai.errors import Cancelled, InputError
 from genai.synth.data import LabelledImages, load_fashion_mnist, load_imagefolder, write_imagefolder
-from genai.synth.diffusion import (GeneratorConfig, SampleConfig, SynthGenerator, TrainConfig, sample_folder, train,
-                                   variants_folder)
+from genai.synth.diffusion import GeneratorConfig, SampleConfig, SynthGenerator, TrainConfig, sample_folder, variants_folder
+from genai.synth.training import train
 from tests.conftest import no_traceback, run_cli
 
 TINY = TrainConfig(steps=12, batch_size=8, channels=(8, 16), checkpoint_every=4)
