@@ -176,7 +176,18 @@ def test_the_label_steers_the_generator(fmnist, tmp_path):
 # --------------------------------------------------------------------------- the commands
 
 
-def test_commands_train_sample_and_ctrl_c_resume(small_folder, small, tmp_path, capsys):
+def test_train_and_sample_commands(small_folder, tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "samples"
+    code, _, err = genai(capsys, "synth", "train", small_folder, "--out", run, "--steps", "2", "--batch", "4",
+                         "--channels", "8,16")
+    assert code == 0 and (run / "generator.safetensors").exists(), err
+    code, _, err = genai(capsys, "synth", "sample", run, "-n", "1", "--steps", "2", "--out", out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(p.name for p in small_folder.iterdir())
+
+
+@pytest.mark.slow  # three trainings: minutes on a busy machine (make test-all)
+def test_ctrl_c_stops_train_and_the_rerun_resumes_to_the_same_weights(small_folder, small, tmp_path, capsys):
     """Ctrl-C (a real SIGINT to this process) stops at the next step with the state saved; the rerun
     ends with the very weights of an uninterrupted run."""
     run = tmp_path / "run"

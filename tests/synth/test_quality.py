@@ -56,13 +56,13 @@ def test_evaluate_command_fails_the_gate_on_copies(fmnist, tmp_path, capsys):
     names = [f.replace("/", "_") for f in real.files]
     write_imagefolder(tmp_path / "real", real.images, real.labels, real.classes, names)
     write_imagefolder(tmp_path / "copies", real.images, real.labels, real.classes, names)
-    code, out, err = genai(capsys, "synth", "evaluate", tmp_path / "real", tmp_path / "copies", "--steps", "20")
+    code, out, err = genai(capsys, "synth", "evaluate", tmp_path / "real", tmp_path / "copies", "--steps", "5")
     assert code == 1, err
     assert "not Inception" in out and "memorisation FAIL" in out
     assert "near-copy of a training image" in out
     other = fmnist.per_class(3, seed=7)
     write_imagefolder(tmp_path / "other", other.images, other.labels, other.classes)
-    code, out, err = genai(capsys, "synth", "evaluate", tmp_path / "real", tmp_path / "other", "--steps", "20",
+    code, out, err = genai(capsys, "synth", "evaluate", tmp_path / "real", tmp_path / "other", "--steps", "5",
                            "--json")
     assert code in (0, 1), err
     report = json.loads(out)
