@@ -50,10 +50,7 @@ def register(sub) -> None:
     sa.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight (1: none)")
     sa.add_argument("--steps", type=positive_int, default=25, help="sampler steps")
     sa.add_argument("--sampler", choices=["dpmsolver++", "ddim"], default="dpmsolver++")
-    sa.add_argument("--seed", type=int, default=0)
-    sa.add_argument("--out", required=True, type=Path)
-    sa.add_argument("--overwrite", action="store_true")
-    sa.add_argument("--threads", type=positive_int)
+    _add_generation_output(sa)
     sa.set_defaults(handler=cmd_sample)
 
     va = ssub.add_parser("variants", help="image-to-image variants of real images that keep their labels")
@@ -63,10 +60,7 @@ def register(sub) -> None:
     va.add_argument("--strength", type=float, default=0.5, help="noise level 0..1 (higher: further from the image)")
     va.add_argument("--guidance", type=float, default=2.0)
     va.add_argument("--steps", type=positive_int, default=50)
-    va.add_argument("--seed", type=int, default=0)
-    va.add_argument("--out", required=True, type=Path)
-    va.add_argument("--overwrite", action="store_true")
-    va.add_argument("--threads", type=positive_int)
+    _add_generation_output(va)
     va.set_defaults(handler=cmd_variants)
 
     ev = ssub.add_parser("evaluate", help="local FID/KID, precision/recall, label fidelity, memorisation, balance")
@@ -88,6 +82,14 @@ def register(sub) -> None:
 
     synth_detection.register(ssub)
     synth_augment.register(ssub)
+
+
+def _add_generation_output(p) -> None:
+    """--seed, --out, --overwrite, --threads of the commands that generate images (sample, variants)."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--threads", type=positive_int)
 
 
 def _threads(args) -> None:
