@@ -1,8 +1,8 @@
 """The two hooks every long operation takes: a progress callback and a cancel check.
 
 Engines call ``progress(Progress(...))`` as work completes and ``cancel()`` between units
-of work; when ``cancel()`` returns True they raise :class:`genai.errors.Cancelled`. The CLI
-turns these into progress bars and Ctrl-C; the service turns them into job events.
+of work; when ``cancel()`` returns True they raise :class:`genai.errors.Cancelled`. The commands
+turn these into a :class:`Bar` and Ctrl-C (``run_long``); the service turns them into job events.
 """
 
 from __future__ import annotations
@@ -35,23 +35,54 @@ def check_cancel(cancel: CancelFn | None) -> None:
         raise Cancelled()
 
 
-def terminal_bar(unit: str):
-    """A tqdm bar on stderr when it is a terminal (silent otherwise) and the callback that drives it.
+class Bar:
+    """The one progress bar of the commands: tqdm on stderr when it is a terminal and the command
+    is not quiet (``-q``), silent otherwise. Call it with a :class:`Progress` (it is a
+    ``ProgressFn``), or ``step()`` it; ``write(line)`` prints a line without tearing the bar.
+    The tqdm bar is made on first use, so a bar nothing drives never shows."""
 
-    Returns ``(bar, progress)``; close the bar when done.
-    """
-    import sys
+    def __init__(self, unit: str, *, quiet: bool = False, desc: str | None = None, total: int | None = None,
+                 leave: bool = False) -> None:
+        import sys
 
-    from tqdm import tqdm
+        self._options = {"unit": unit, "desc": desc, "total": total, "leave": leave, "file": sys.stderr,
+                         "dynamic_ncols": True, "disable": quiet or not sys.stderr.isatty()}
+        self._bar = None
 
-    bar = tqdm(unit=unit, disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
+    @property
+    def bar(self):
+        if self._bar is None:
+            from tqdm import tqdm
 
-    def update(p: Progress) -> None:
-        bar.total = p.total
-        bar.n = p.done
-        bar.refresh()
+            self._bar = tqdm(**self._options)
+        return self._bar
 
-    return bar, update
+    def __call__(self, p: Progress) -> None:
+        self.bar.total = p.total
+        self.bar.n = p.done
+        self.bar.refresh()
+
+    def step(self, n: int = 1, note: str | None = None) -> None:
+        if note is not None:
+            self.bar.set_postfix_str(note)
+        self.bar.update(n)
+
+    def write(self, line: str) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @contextmanager
@@ -80,16 +111,15 @@ def ctrl_c_cancels() -> Iterator[CancelFn]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_long(unit: str, resume: str, work: Callable[[ProgressFn, CancelFn], object]) -> int:
-    """For a command: run ``work(progress, cancel)`` with a terminal bar and print what it returns;
+def run_long(unit: str, resume: str, work: Callable[[ProgressFn, CancelFn], object], *,
+             quiet: bool = False) -> int:
+    """For a command: run ``work(progress, cancel)`` with a :class:`Bar` and print what it returns;
     Ctrl-C stops it at its next step (exit 130, logging ``resume``: how to go on)."""
-    bar, update = terminal_bar(unit)
-    try:
-        with ctrl_c_cancels() as cancel:
-            print(work(update, cancel))
-        return 0
-    except Cancelled:
-        logging.getLogger("genai").info("stopped; %s", resume)
-        return 130
-    finally:
-        bar.close()
+    with Bar(unit, quiet=quiet) as bar:
+        try:
+            with ctrl_c_cancels() as cancel:
+                print(work(bar, cancel))
+            return 0
+        except Cancelled:
+            logging.getLogger("genai").info("stopped; %s", resume)
+            return 130

@@ -29,8 +29,8 @@ import ray
 from genai.errors import GenaiError, InputError
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
 from genai.synth.augment import FolderOptions, FolderResult, is_done, plan, process_file
-from genai.synth.cli_augment import add_augment_options, add_degrade_options, add_folder_arguments, run_folder
-from pipelines.remaster import _connect
+from genai.commands.synth_augment import add_augment_options, add_degrade_options, add_folder_arguments, run_folder
+from pipelines import entry
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def augment_on_ray(src: str | Path, dst: str | Path, *, mode: str = "augment", c
         progress(Progress(done, len(rels), mode))
     if not todo:
         return FolderResult(len(rels), 0)
-    started = _connect(address)
+    started = entry.connect(address)
     try:
         ds = ray.data.from_items([{"path": rel} for rel in todo])
         ds.context.enable_progress_bars = False  # the driver reports progress itself
@@ -77,21 +77,17 @@ def augment_on_ray(src: str | Path, dst: str | Path, *, mode: str = "augment", c
             ray.shutdown()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.augment",
-                                     description="genai synth augment / degrade on Ray Data")
+def _arguments(parser: argparse.ArgumentParser) -> None:
     add_folder_arguments(parser)
     parser.add_argument("--mode", choices=["augment", "degrade"], default="augment")
     add_augment_options(parser)
     add_degrade_options(parser)
-    parser.add_argument("--ray-address", help="an existing cluster (default: RAY_ADDRESS, else a local Ray)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="genai: %(message)s")
-    try:
-        return run_folder(args, args.mode, run=functools.partial(augment_on_ray, address=args.ray_address))
-    except GenaiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return entry.main("pipelines.augment", "genai synth augment / degrade on Ray Data", _arguments,
+                      lambda args: run_folder(args, args.mode, run=functools.partial(
+                          augment_on_ray, address=args.ray_address)), argv)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import ray
 
-from genai.design.cli import add_generate_arguments, cmd_generate
+from genai.commands.design import add_generate_arguments, cmd_generate
 from genai.design.run import Variant, finished, settings_for, summarize, write_design
-from genai.errors import GenaiError
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
-from pipelines.remaster import _connect
+from pipelines import entry
 from pipelines.tasks import unwrap
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ def generate_on_ray(spec, out: Path, points: list[Variant], *, address: str | No
     out.mkdir(parents=True, exist_ok=True)
     done = [(v, m) for v in points if (m := finished(out, v)) is not None]
     todo = [v for v in points if finished(out, v) is None]
-    started = _connect(address) if todo else False
+    started = entry.connect(address) if todo else False
     refs = {}
     try:
         refs = {_optimize_variant.remote(spec, v.values): v for v in todo}
@@ -74,21 +73,15 @@ def generate_on_ray(spec, out: Path, points: list[Variant], *, address: str | No
             ray.shutdown()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.design", description="genai design generate on Ray")
-    add_generate_arguments(parser)
-    parser.add_argument("--ray-address", help="an existing cluster (default: RAY_ADDRESS, else a local Ray)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="genai: %(message)s")
-
+def _run(args: argparse.Namespace) -> int:
     def run_sweep(spec, out, points, progress=None):
         return generate_on_ray(spec, out, points, address=args.ray_address, progress=progress)
 
-    try:
-        return cmd_generate(args, run_sweep=run_sweep)
-    except GenaiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cmd_generate(args, run_sweep=run_sweep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return entry.main("pipelines.design", "genai design generate on Ray", add_generate_arguments, _run, argv)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,11 @@ from pathlib import Path
 import ray
 
 from genai.design import dataset as D
-from genai.errors import GenaiError, InputError
+from genai.errors import InputError
 from genai.paths import atomic_path
+from genai.cli import pair, positive_int
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel, run_long
-from pipelines.remaster import _connect
+from pipelines import entry
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def build(out: Path, *, family: str = "train", shape: tuple[int, int] = (64, 64)
     seconds, t0 = [], time.perf_counter()
     if progress:
         progress(Progress(done, shards, "shards"))
-    started = _connect(address) if todo else False
+    started = entry.connect(address) if todo else False
     refs = {}
     try:
         refs = {_solve_shard.remote(family, tuple(shape), seed, k, shard_size): k for k in todo}
@@ -108,37 +109,32 @@ def build(out: Path, *, family: str = "train", shape: tuple[int, int] = (64, 64)
 
 
 def _shape(text: str) -> tuple[int, int]:
-    try:
-        nx, ny = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NXxNY, e.g. 64x64") from None
+    nx, ny = pair(int, "x")(text)
     if nx < 16 or ny < 16 or nx % 2 or ny % 2:
         raise argparse.ArgumentTypeError(f"{text!r}: both sides even and at least 16")
     return nx, ny
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.design_dataset", description=__doc__.split("\n\n")[0])
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--shards", required=True, type=int)
-    parser.add_argument("--shard-size", type=int, default=16)
+    parser.add_argument("--shards", required=True, type=positive_int)
+    parser.add_argument("--shard-size", type=positive_int, default=16)
     parser.add_argument("--family", default="train", choices=D.FAMILIES)
-    parser.add_argument("--shape", type=_shape, default=(64, 64), help="NXxNY elements (default 64x64)")
+    parser.add_argument("--shape", type=_shape, default="64x64", help="NXxNY elements")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ray-address", help="an existing cluster (default: RAY_ADDRESS, else a local Ray)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="genai: %(message)s")
 
+
+def _run(args: argparse.Namespace) -> int:
     def work(progress, cancel) -> str:
         return json.dumps(build(args.out, family=args.family, shape=args.shape, shards=args.shards,
                                 shard_size=args.shard_size, seed=args.seed, address=args.ray_address,
                                 progress=progress, cancel=cancel))
 
-    try:
-        return run_long("shard", "finished shards are kept: rerun the same command to resume", work)
-    except GenaiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_long("shard", "finished shards are kept: rerun the same command to resume", work, quiet=args.quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return entry.main("pipelines.design_dataset", __doc__.split("\n\n")[0], _arguments, _run, argv)
 
 
 if __name__ == "__main__":

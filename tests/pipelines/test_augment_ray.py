@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a real Ray: make test-all
 
 from genai.errors import InputError  # noqa: E402
 from genai.synth.augment import augment_folder  # noqa: E402

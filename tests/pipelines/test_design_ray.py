@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a real Ray: make test-all
 
 from genai.design.problem import load_spec  # noqa: E402
 from genai.design.run import generate, parse_vary, variants  # noqa: E402

@@ -3,7 +3,6 @@ COCO/YOLO sets in and out, read back with pycocotools."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -23,7 +22,8 @@ from genai.errors import Cancelled, InputError
 from genai.images import Image, read_image, write_image
 from genai.synth.augment import FolderOptions, augment_dataset, augment_folder, augment_sample, outputs
 from genai.synth.degrade import DegradationConfig, DegradationStage, blur_kernel, degrade, sinc_kernel
-from genai.synth.cli_augment import register
+from genai.cli import Parser, add_common_arguments
+from genai.commands.synth_augment import register
 from genai.synth.formats import Annotation, Dataset, Sample, read_dataset, read_yolo, write_coco, write_yolo
 
 H, W = 480, 640
@@ -267,7 +267,8 @@ def test_bad_folders_and_cancel(tmp_path):
 
 def test_cli_augment_and_degrade(tmp_path):
     src = make_imagefolder(tmp_path / "src")
-    parser = argparse.ArgumentParser()
+    parser = Parser()
+    add_common_arguments(parser)
     register(parser.add_subparsers())
     args = parser.parse_args(["augment", str(src), "--out", str(tmp_path / "aug"), "--copies", "1",
                               "--preset", "detection", "--seed", "3", "--no-keep-originals"])
@@ -385,7 +386,8 @@ def test_augment_coco_set_keeps_masks_boxes_and_categories(tmp_path):
 
 def test_augment_yolo_set_and_convert_on_the_way(tmp_path):
     src = write_yolo(read_dataset(write_coins_set(tmp_path / "coco")), tmp_path / "yolo", segments=True)
-    parser = argparse.ArgumentParser()
+    parser = Parser()
+    add_common_arguments(parser)
     register(parser.add_subparsers())
     args = parser.parse_args(["augment", str(src), "--out", str(tmp_path / "aug"), "--copies", "1", "--seed", "2"])
     assert args.handler(args) == 0

@@ -24,7 +24,8 @@ from skimage.measure import label, regionprops
 
 from genai.errors import Cancelled, GenaiError, InputError
 from genai.images import Image, write_image
-from genai.synth.cli_detection import register
+from genai.cli import Parser, add_common_arguments
+from genai.commands.synth_detection import register
 from genai.synth.compose import Cutout, Placement, compose_dataset, iter_compose, load_cutouts, paste
 from genai.synth.formats import (
     Annotation, Dataset, Sample, read_coco, read_dataset, read_yolo, write_coco, write_dataset, write_yolo,
@@ -350,7 +351,8 @@ def test_load_cutouts_reads_both_kinds(folders, coins, cat):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
+    p = Parser()
+    add_common_arguments(p)
     register(p.add_subparsers())
     return p
 

@@ -8,8 +8,7 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from genai.errors import Cancelled, InputError
 from genai.synth.data import LabelledImages, load_fashion_mnist, load_imagefolder, write_imagefolder
 from genai.synth.diffusion import GeneratorConfig, SampleConfig, SynthGenerator, TrainConfig, sample_folder, variants_folder
 from genai.synth.training import train
-from tests.conftest import no_traceback, run_cli
+from tests.test_cli import genai
 
 TINY = TrainConfig(steps=12, batch_size=8, channels=(8, 16), checkpoint_every=4)
 
@@ -177,35 +176,45 @@ def test_the_label_steers_the_generator(fmnist, tmp_path):
 # --------------------------------------------------------------------------- the commands
 
 
-def test_commands_train_sample_and_ctrl_c_resume(small_folder, small, tmp_path):
-    """Ctrl-C stops at the next step with the state saved; the rerun ends with the very weights of an
-    uninterrupted run."""
+def test_train_and_sample_commands(small_folder, tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "samples"
+    code, _, err = genai(capsys, "synth", "train", small_folder, "--out", run, "--steps", "2", "--batch", "4",
+                         "--channels", "8,16")
+    assert code == 0 and (run / "generator.safetensors").exists(), err
+    code, _, err = genai(capsys, "synth", "sample", run, "-n", "1", "--steps", "2", "--out", out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(p.name for p in small_folder.iterdir())
+
+
+@pytest.mark.slow  # three trainings: minutes on a busy machine (make test-all)
+def test_ctrl_c_stops_train_and_the_rerun_resumes_to_the_same_weights(small_folder, small, tmp_path, capsys):
+    """Ctrl-C (a real SIGINT to this process) stops at the next step with the state saved; the rerun
+    ends with the very weights of an uninterrupted run."""
     run = tmp_path / "run"
-    args = ["synth", "train", str(small_folder), "--out", str(run), "--steps", "100", "--batch", "8",
-            "--channels", "8,16", "--checkpoint-every", "5"]
-    proc = subprocess.Popen([sys.executable, "-m", "genai", *args], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline:  # step 5 is done: training runs
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)  # the run stops at its next step, far before step 100
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
-    assert "rerun the same command to resume" in err and "Traceback" not in err
+    args = ["synth", "train", small_folder, "--out", run, "--steps", "60", "--batch", "8", "--channels", "8,16",
+            "--checkpoint-every", "5"]
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 300
+        while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline:  # step 5 is done: it runs
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)  # the run stops at its next step, far before step 60
+
+    killer = threading.Thread(target=interrupt)
+    killer.start()
+    code, _, err = genai(capsys, *args)
+    killer.join()
+    assert code == 130, err
     step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
-    assert 5 <= step < 100
-    done = run_cli(*args)
-    assert done.returncode == 0, done.stderr
-    assert f"resuming at step {step}" in done.stderr
-    # the reference is the same command uninterrupted, in a fresh process like the interrupted one (the
-    # test process's torch state, e.g. its thread count, is whatever earlier tests left it)
+    assert 5 <= step < 60
+    assert genai(capsys, *args)[0] == 0
     reference = tmp_path / "reference"
-    whole = run_cli(*[str(reference) if a == str(run) else a for a in args])
-    assert whole.returncode == 0, whole.stderr
+    assert genai(capsys, *[reference if a == run else a for a in args])[0] == 0
     a, b = _weights(reference), _weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
     out = tmp_path / "samples"
-    proc = run_cli("synth", "sample", str(run), "-n", "1", "--steps", "2", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = genai(capsys, "synth", "sample", run, "-n", "1", "--steps", "2", "--out", out)
+    assert code == 0, err
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(p.name for p in small_folder.iterdir())
 
 
@@ -235,7 +244,7 @@ REAL_PNG = _buf.getvalue()
     ("sizes", "Bag/1.png: 32x32 pixels, but Bag/0.png is 28x28"),
     ("modes", "Coat/0.png: colour image in a grayscale set"),
 ])
-def test_bad_training_data_is_one_line(tmp_path, case, message):
+def test_bad_training_data_is_one_line(tmp_path, case, message, capsys):
     png = tmp_path / "x.png"
     Image.fromarray(np.asarray(Image.open(io.BytesIO(REAL_PNG)))).save(png)
     truncated = png.read_bytes()[: png.stat().st_size // 2]
@@ -248,29 +257,27 @@ def test_bad_training_data_is_one_line(tmp_path, case, message):
         "modes": dict(Bag=[GRAY], Coat=[np.zeros((28, 28, 3), np.uint8)]),
     }[case]
     root = _bad(tmp_path, **data)
-    proc = run_cli("synth", "train", str(root), "--out", str(tmp_path / "run"), "--steps", "2")
-    assert proc.returncode == 2, proc.stderr
-    no_traceback(proc)
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    code, _, err = genai(capsys, "synth", "train", root, "--out", tmp_path / "run", "--steps", "2")
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "run").exists()
 
 
-def test_bad_sampling_requests(tiny_run, small, tmp_path):
-    unknown = run_cli("synth", "sample", str(tiny_run), "--class", "Tractor=3", "--out", str(tmp_path / "s"))
-    assert unknown.returncode == 2 and "unknown class 'Tractor'" in unknown.stderr
-    no_traceback(unknown)
+def test_bad_sampling_requests(tiny_run, small, tmp_path, capsys):
+    code, _, err = genai(capsys, "synth", "sample", tiny_run, "--class", "Tractor=3", "--out", tmp_path / "s")
+    assert code == 2 and "unknown class 'Tractor'" in err
     unfinished = tmp_path / "unfinished"
     with pytest.raises(Cancelled):
         train(small, unfinished, TINY, cancel=lambda: True)
-    proc = run_cli("synth", "sample", str(unfinished), "--out", str(tmp_path / "s"))
-    assert proc.returncode == 2 and "is not finished (rerun genai synth train to resume)" in proc.stderr
+    code, _, err = genai(capsys, "synth", "sample", unfinished, "--out", tmp_path / "s")
+    assert code == 2 and "is not finished (rerun genai synth train to resume)" in err
     existing = tmp_path / "existing"
     existing.mkdir()
-    proc = run_cli("synth", "sample", str(tiny_run), "--out", str(existing))
-    assert proc.returncode == 2 and "exists (use --overwrite" in proc.stderr
+    code, _, err = genai(capsys, "synth", "sample", tiny_run, "--out", existing)
+    assert code == 2 and "exists (use --overwrite" in err
     assert not (tmp_path / "s").exists()
     assert not os.listdir(existing)
     (existing / "keep.txt").write_text("the old set")
-    proc = run_cli("synth", "sample", str(tiny_run), "--class", "Tractor=1", "--overwrite", "--out", str(existing))
-    assert proc.returncode == 2 and (existing / "keep.txt").exists()  # a bad request never costs the old set
+    code, _, err = genai(capsys, "synth", "sample", tiny_run, "--class", "Tractor=1", "--overwrite", "--out", existing)
+    assert code == 2 and (existing / "keep.txt").exists()  # a bad request never costs the old set

@@ -9,7 +9,7 @@ import pytest
 
 from genai.synth import quality as Q
 from genai.synth.data import load_fashion_mnist, write_imagefolder
-from tests.conftest import no_traceback, run_cli
+from tests.test_cli import genai
 
 
 def test_frechet_distance_matches_the_closed_form_for_gaussians():
@@ -51,28 +51,28 @@ def test_memorisation_flags_copies_not_new_images(fmnist):
     assert (ratios >= 1 / 3).mean() > 0.9
 
 
-def test_evaluate_command_fails_the_gate_on_copies(fmnist, tmp_path):
+def test_evaluate_command_fails_the_gate_on_copies(fmnist, tmp_path, capsys):
     real = fmnist.per_class(3, seed=0)
     names = [f.replace("/", "_") for f in real.files]
     write_imagefolder(tmp_path / "real", real.images, real.labels, real.classes, names)
     write_imagefolder(tmp_path / "copies", real.images, real.labels, real.classes, names)
-    proc = run_cli("synth", "evaluate", str(tmp_path / "real"), str(tmp_path / "copies"), "--steps", "20")
-    assert proc.returncode == 1, proc.stderr
-    assert "not Inception" in proc.stdout and "memorisation FAIL" in proc.stdout
-    assert "near-copy of a training image" in proc.stdout
+    code, out, err = genai(capsys, "synth", "evaluate", tmp_path / "real", tmp_path / "copies", "--steps", "5")
+    assert code == 1, err
+    assert "not Inception" in out and "memorisation FAIL" in out
+    assert "near-copy of a training image" in out
     other = fmnist.per_class(3, seed=7)
     write_imagefolder(tmp_path / "other", other.images, other.labels, other.classes)
-    proc = run_cli("synth", "evaluate", str(tmp_path / "real"), str(tmp_path / "other"), "--steps", "20", "--json")
-    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
-    report = json.loads(proc.stdout)
+    code, out, err = genai(capsys, "synth", "evaluate", tmp_path / "real", tmp_path / "other", "--steps", "5",
+                           "--json")
+    assert code in (0, 1), err
+    report = json.loads(out)
     assert report["memorised_rate"] < 0.1 and report["gates"]["class_balance"]
     assert report["synthetic_images"] == 30 and report["class_counts"]["Bag"] == 3
 
 
-def test_evaluate_refuses_sets_of_other_classes(fmnist, tmp_path):
+def test_evaluate_refuses_sets_of_other_classes(fmnist, tmp_path, capsys):
     real = fmnist.per_class(2, seed=0)
     write_imagefolder(tmp_path / "real", real.images, real.labels, real.classes)
     write_imagefolder(tmp_path / "three", real.images[:6], np.array([0, 0, 1, 1, 2, 2]), ["a", "b", "c"])
-    proc = run_cli("synth", "evaluate", str(tmp_path / "real"), str(tmp_path / "three"))
-    assert proc.returncode == 2 and "are not the real set's" in proc.stderr
-    no_traceback(proc)
+    code, _, err = genai(capsys, "synth", "evaluate", tmp_path / "real", tmp_path / "three")
+    assert code == 2 and "are not the real set's" in err

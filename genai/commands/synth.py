@@ -1,6 +1,6 @@
 """``genai synth ...``: train a generator on a small labelled set, sample labelled datasets,
 make label-keeping variants, check quality; detection sets and augmentation
-(``cli_detection``, ``cli_augment``)."""
+(``synth_detection``, ``synth_augment``)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,10 @@ import json
 import logging
 from pathlib import Path
 
-from genai.errors import InputError
-from genai.progress import run_long, terminal_bar
+from genai.cli import fraction, non_negative_int, positive_float, positive_int, widths
+from genai.progress import Bar, run_long
 
 log = logging.getLogger("genai.synth")
-
-
-def _channels(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected widths like 16,32,64, got {text!r}") from None
-    if len(values) < 2 or any(v < 8 or v % 8 for v in values):
-        raise argparse.ArgumentTypeError(f"expected two or more multiples of 8, got {text!r}")
-    return values
 
 
 def _class_count(text: str) -> tuple[str, int]:
@@ -32,15 +22,6 @@ def _class_count(text: str) -> tuple[str, int]:
     return name, int(n)
 
 
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
 def register(sub) -> None:
     synth = sub.add_parser("synth", help="synthetic training data: generators, datasets, augmentation, quality")
     ssub = synth.add_subparsers(dest="synth_command", required=True)
@@ -48,65 +29,67 @@ def register(sub) -> None:
     tr = ssub.add_parser("train", help="train a class-conditional diffusion generator on an ImageFolder")
     tr.add_argument("data", type=Path, help="a folder with one sub-folder of images per class")
     tr.add_argument("--out", required=True, type=Path, help="the run folder (rerun the same command to resume)")
-    tr.add_argument("--steps", type=_positive(int), default=2000)
-    tr.add_argument("--batch", type=_positive(int), default=64)
-    tr.add_argument("--lr", type=_positive(float), default=5e-4)
-    tr.add_argument("--channels", type=_channels, default=(16, 32, 64), help="U-Net widths per level")
-    tr.add_argument("--label-dropout", type=float, default=0.1, help="for classifier-free guidance")
+    tr.add_argument("--steps", type=positive_int, default=2000)
+    tr.add_argument("--batch", type=positive_int, default=64)
+    tr.add_argument("--lr", type=positive_float, default=5e-4)
+    tr.add_argument("--channels", type=widths, default="16,32,64", help="U-Net widths per level")
+    tr.add_argument("--label-dropout", type=fraction, default=0.1, help="for classifier-free guidance")
     tr.add_argument("--hflip", action="store_true", help="also train on mirrored images (if that keeps the label)")
-    tr.add_argument("--size", type=_positive(int), help="resize every image to SIZE x SIZE")
+    tr.add_argument("--size", type=positive_int, help="resize every image to SIZE x SIZE")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--checkpoint-every", type=_positive(int), default=100)
-    tr.add_argument("--threads", type=_positive(int))
+    tr.add_argument("--checkpoint-every", type=positive_int, default=100)
+    tr.add_argument("--threads", type=positive_int)
     tr.add_argument("--overwrite", action="store_true", help="start again in a folder holding another run")
     tr.set_defaults(handler=cmd_train)
 
     sa = ssub.add_parser("sample", help="generate a labelled ImageFolder with a dataset card")
     sa.add_argument("run", type=Path, help="a trained run folder")
-    sa.add_argument("-n", "--per-class", type=int, default=100, help="images per class")
+    sa.add_argument("-n", "--per-class", type=non_negative_int, default=100, help="images per class")
     sa.add_argument("--class", dest="classes", type=_class_count, action="append", default=[], metavar="CLASS=N",
                     help="images of one class (repeatable; classes not named get none)")
     sa.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight (1: none)")
-    sa.add_argument("--steps", type=_positive(int), default=25, help="sampler steps")
+    sa.add_argument("--steps", type=positive_int, default=25, help="sampler steps")
     sa.add_argument("--sampler", choices=["dpmsolver++", "ddim"], default="dpmsolver++")
-    sa.add_argument("--seed", type=int, default=0)
-    sa.add_argument("--out", required=True, type=Path)
-    sa.add_argument("--overwrite", action="store_true")
-    sa.add_argument("--threads", type=_positive(int))
+    _add_generation_output(sa)
     sa.set_defaults(handler=cmd_sample)
 
     va = ssub.add_parser("variants", help="image-to-image variants of real images that keep their labels")
     va.add_argument("data", type=Path, help="the real ImageFolder")
     va.add_argument("run", type=Path, help="a generator trained on the same classes")
-    va.add_argument("--copies", type=_positive(int), default=4)
+    va.add_argument("--copies", type=positive_int, default=4)
     va.add_argument("--strength", type=float, default=0.5, help="noise level 0..1 (higher: further from the image)")
     va.add_argument("--guidance", type=float, default=2.0)
-    va.add_argument("--steps", type=_positive(int), default=50)
-    va.add_argument("--seed", type=int, default=0)
-    va.add_argument("--out", required=True, type=Path)
-    va.add_argument("--overwrite", action="store_true")
-    va.add_argument("--threads", type=_positive(int))
+    va.add_argument("--steps", type=positive_int, default=50)
+    _add_generation_output(va)
     va.set_defaults(handler=cmd_variants)
 
     ev = ssub.add_parser("evaluate", help="local FID/KID, precision/recall, label fidelity, memorisation, balance")
     ev.add_argument("real", type=Path, help="the real (training) ImageFolder")
     ev.add_argument("synthetic", type=Path, help="the synthetic ImageFolder")
-    ev.add_argument("--steps", type=_positive(int), default=800, help="feature-extractor training steps")
+    ev.add_argument("--steps", type=positive_int, default=800, help="feature-extractor training steps")
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
-    ev.add_argument("--threads", type=_positive(int))
+    ev.add_argument("--threads", type=positive_int)
     ev.set_defaults(handler=cmd_evaluate)
 
     fm = ssub.add_parser("fashion-mnist", help="write a Fashion-MNIST subset (Debian's files) as an ImageFolder")
-    fm.add_argument("--per-class", type=_positive(int), default=20)
+    fm.add_argument("--per-class", type=positive_int, default=20)
     fm.add_argument("--split", choices=["train", "test"], default="train")
     fm.add_argument("--seed", type=int, default=0)
     fm.add_argument("--out", required=True, type=Path)
     fm.set_defaults(handler=cmd_fashion_mnist)
 
-    from genai.synth import cli_augment, cli_detection
+    from genai.commands import synth_augment, synth_detection
 
-    cli_detection.register(ssub)
-    cli_augment.register(ssub)
+    synth_detection.register(ssub)
+    synth_augment.register(ssub)
+
+
+def _add_generation_output(p) -> None:
+    """--seed, --out, --overwrite, --threads of the commands that generate images (sample, variants)."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--threads", type=positive_int)
 
 
 def _threads(args) -> None:
@@ -122,8 +105,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from genai.synth.training import train
 
     _threads(args)
-    if not 0 <= args.label_dropout < 1:
-        raise InputError(f"--label-dropout must be in [0, 1), got {args.label_dropout}")
     data = load_imagefolder(args.data, size=args.size)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch, learning_rate=args.lr, channels=args.channels,
                       label_dropout=args.label_dropout, hflip=args.hflip, seed=args.seed,
@@ -131,13 +112,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("training on %d images of %d classes (%dx%d, %d channel(s)) into %s", len(data), len(data.classes),
              *data.size, data.channels, args.out)
     return run_long("step", "the checkpoint is saved: rerun the same command to resume",
-                 lambda progress, cancel: train(data, args.out, cfg, progress=progress, cancel=cancel,
-                                                overwrite=args.overwrite))
+                    lambda progress, cancel: train(data, args.out, cfg, progress=progress, cancel=cancel,
+                                                   overwrite=args.overwrite), quiet=args.quiet)
 
 
 def _per_class(args) -> int | dict[str, int]:
-    if args.per_class < 0:
-        raise InputError(f"--per-class must be >= 0, got {args.per_class}")
     return dict(args.classes) if args.classes else args.per_class
 
 
@@ -148,8 +127,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = SampleConfig(per_class=_per_class(args), guidance=args.guidance, steps=args.steps, sampler=args.sampler,
                        seed=args.seed)
     return run_long("image", "finished images are kept: rerun the same command to resume",
-                 lambda progress, cancel: sample_folder(args.run, args.out, cfg, progress=progress, cancel=cancel,
-                                                        overwrite=args.overwrite))
+                    lambda progress, cancel: sample_folder(args.run, args.out, cfg, progress=progress,
+                                                           cancel=cancel, overwrite=args.overwrite), quiet=args.quiet)
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
@@ -159,9 +138,10 @@ def cmd_variants(args: argparse.Namespace) -> int:
     _threads(args)
     data = load_imagefolder(args.data)
     return run_long("image", "finished images are kept: rerun the same command to resume",
-                 lambda progress, cancel: variants_folder(
-                     data, args.run, args.out, copies=args.copies, strength=args.strength, guidance=args.guidance,
-                     steps=args.steps, seed=args.seed, progress=progress, cancel=cancel, overwrite=args.overwrite))
+                    lambda progress, cancel: variants_folder(
+                        data, args.run, args.out, copies=args.copies, strength=args.strength, guidance=args.guidance,
+                        steps=args.steps, seed=args.seed, progress=progress, cancel=cancel, overwrite=args.overwrite),
+                    quiet=args.quiet)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -170,11 +150,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _threads(args)
     real, synth = load_imagefolder(args.real), load_imagefolder(args.synthetic)
-    b, update = terminal_bar("step")
-    try:
-        report = evaluate(real, synth, steps=args.steps, progress=update)
-    finally:
-        b.close()
+    with Bar("step", quiet=args.quiet) as bar:
+        report = evaluate(real, synth, steps=args.steps, progress=bar)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

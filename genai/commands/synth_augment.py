@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from genai.errors import InputError
-from genai.progress import terminal_bar
+from genai.cli import positive_int
+from genai.progress import Bar
 
 log = logging.getLogger("genai.synth")
 
@@ -44,7 +45,7 @@ def add_folder_arguments(p, what: str = "an ImageFolder: one sub-folder of image
 
 
 def add_augment_options(p) -> None:
-    p.add_argument("--copies", type=int, default=4, help="augmented copies of each image (default 4)")
+    p.add_argument("--copies", type=positive_int, default=4, help="augmented copies of each image (default 4)")
     p.add_argument("--preset",
                    help="classification (default for an ImageFolder) or detection (default for a COCO/YOLO set)")
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
@@ -55,16 +56,13 @@ def add_augment_options(p) -> None:
 
 
 def add_degrade_options(p) -> None:
-    p.add_argument("--scale", type=int, default=4, help="LR is this many times smaller than HR (default 4)")
+    p.add_argument("--scale", type=positive_int, default=4, help="LR is this many times smaller than HR (default 4)")
 
 
-def _with_bar(run: Callable, *args, **kwargs):
-    """``run(*args, progress=..., **kwargs)`` with a terminal progress bar."""
-    bar, update = terminal_bar("image")
-    try:
-        return run(*args, progress=update, **kwargs)
-    finally:
-        bar.close()
+def _with_bar(quiet: bool, run: Callable, *args, **kwargs):
+    """``run(*args, progress=..., **kwargs)`` with a progress bar."""
+    with Bar("image", quiet=quiet) as bar:
+        return run(*args, progress=bar, **kwargs)
 
 
 def run_folder(args: argparse.Namespace, mode: str, run=None) -> int:
@@ -77,7 +75,7 @@ def run_folder(args: argparse.Namespace, mode: str, run=None) -> int:
                        keep_originals=args.keep_originals)
     else:
         options["scale"] = args.scale
-    result = _with_bar(run or augment_folder, args.src, args.out, **options)
+    result = _with_bar(args.quiet, run or augment_folder, args.src, args.out, **options)
     log.info("%s: %d images, %d files written", args.out, result.images, result.written)
     return 0
 
@@ -87,8 +85,8 @@ def run_dataset(args: argparse.Namespace) -> int:
     from genai.synth.augment import augment_dataset
 
     dataset, dropped = _with_bar(
-        augment_dataset, args.src, args.out, fmt=args.to, copies=args.copies, preset=args.preset or "detection",
-        hflip=args.hflip, seed=args.seed, keep_originals=args.keep_originals, overwrite=args.overwrite)
+        args.quiet, augment_dataset, args.src, args.out, fmt=args.to, copies=args.copies,
+        preset=args.preset or "detection", hflip=args.hflip, seed=args.seed, keep_originals=args.keep_originals, overwrite=args.overwrite)
     objects = sum(len(s.annotations) for s in dataset.samples)
     log.info("%s: %d images, %d objects (%d pushed out of their images left out)", args.out, len(dataset.samples),
              objects, dropped)

@@ -8,7 +8,8 @@ import json
 import logging
 from pathlib import Path
 
-from genai.progress import run_long, terminal_bar
+from genai.cli import non_negative_int, open_fraction, positive_float, positive_int, widths
+from genai.progress import Bar, run_long
 
 log = logging.getLogger("genai.design")
 
@@ -19,11 +20,11 @@ def register(sub) -> None:
 
     run = dsub.add_parser("run", help="one design (with --problem mbb/cantilever3d: top88/top3d's settings)")
     _add_problem_arguments(run, "mbb, cantilever3d, lbracket, bridge, seat_bracket", "", ("nelx", "nely", "nelz"))
-    run.add_argument("--penal", type=float)
-    run.add_argument("--rmin", type=float)
+    run.add_argument("--penal", type=positive_float)
+    run.add_argument("--rmin", type=positive_float)
     run.add_argument("--filter", choices=["sensitivity", "density"])
     run.add_argument("--optimizer", choices=["oc", "mma"])
-    run.add_argument("--max-iterations", type=int)
+    run.add_argument("--max-iterations", type=positive_int)
     run.add_argument("--solver", choices=["auto", "direct", "multigrid"], default="auto")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     _add_output_arguments(run)
@@ -32,7 +33,7 @@ def register(sub) -> None:
     prop = dsub.add_parser("propose", help="a 2D design proposed by the learned generator in one pass, then N SIMP "
                                            "iterations warm-started from it")
     _add_problem_arguments(prop, "mbb, lbracket, bridge (2D)", " (2D)", ("nelx", "nely"))
-    prop.add_argument("--refine", type=int, default=10, metavar="N",
+    prop.add_argument("--refine", type=non_negative_int, default=10, metavar="N",
                       help="SIMP iterations after the proposal (OC, the spec's filter, move 0.2; default 10; 0: the "
                            "raw proposal)")
     prop.add_argument("--model", default="topogen-64", help="a topology generator in models/ (or a folder)")
@@ -44,13 +45,13 @@ def register(sub) -> None:
     tr.add_argument("data", nargs="+", type=Path, help="data set folders (shard_*.npz), one grid shape")
     tr.add_argument("--out", required=True, type=Path, help="model folder (model.yaml, weights, loss.png)")
     tr.add_argument("--id", default="topogen-64", help="model id (default topogen-64)")
-    tr.add_argument("--steps", type=int, default=5000)
-    tr.add_argument("--batch", type=int, default=32)
-    tr.add_argument("--lr", type=float, default=2e-3)
-    tr.add_argument("--widths", default="32,64,128,256", help="channels per U-Net level")
-    tr.add_argument("--validation", type=int, default=32, help="samples held out (the last ones) for a "
+    tr.add_argument("--steps", type=positive_int, default=5000)
+    tr.add_argument("--batch", type=positive_int, default=32)
+    tr.add_argument("--lr", type=positive_float, default=2e-3)
+    tr.add_argument("--widths", type=widths, default="32,64,128,256", help="channels per U-Net level")
+    tr.add_argument("--validation", type=non_negative_int, default=32, help="samples held out (the last ones) for a "
                                                                  "validation loss")
-    tr.add_argument("--threads", type=int)
+    tr.add_argument("--threads", type=positive_int)
     tr.set_defaults(handler=cmd_train_generator)
 
     gen = dsub.add_parser("generate", help="a sweep of design variants, ranked by mass and compliance")
@@ -64,8 +65,8 @@ def _add_problem_arguments(parser, catalog: str, spec_note: str, axes: tuple[str
     src.add_argument("--problem", help=f"a catalog problem: {catalog}")
     src.add_argument("--spec", help=f"a YAML/JSON problem spec{spec_note}")
     for axis in axes:
-        parser.add_argument(f"--{axis}", type=int)
-    parser.add_argument("--volfrac", type=float)
+        parser.add_argument(f"--{axis}", type=positive_int)
+    parser.add_argument("--volfrac", type=open_fraction)
 
 
 def _add_output_arguments(parser) -> None:
@@ -75,7 +76,7 @@ def _add_output_arguments(parser) -> None:
 
 def add_generate_arguments(gen) -> None:
     gen.add_argument("spec", help="a YAML/JSON spec or a catalog name")
-    gen.add_argument("-n", type=int, default=12, help="number of variants")
+    gen.add_argument("-n", type=positive_int, default=12, help="number of variants")
     gen.add_argument("--vary", action="append", default=[], metavar="NAME=LOW:HIGH",
                      help="volfrac, mass, rmin, penal or min_member_size (repeatable)")
     gen.add_argument("--out", required=True, type=Path)
@@ -90,15 +91,12 @@ def _catalog_spec(args):
 def _spec_of(args: argparse.Namespace):
     """The spec a run/propose command names, with its command-line overrides applied."""
     from genai.design import problem as P
-    from genai.errors import InputError
 
     spec = _catalog_spec(args) if args.problem else P.load_spec(args.spec)
     updates = {k: v for k, v in (("volume_fraction", args.volfrac), ("penal", getattr(args, "penal", None)),
                                  ("rmin", getattr(args, "rmin", None)), ("filter", getattr(args, "filter", None)),
                                  ("optimizer", getattr(args, "optimizer", None)),
                                  ("max_iterations", getattr(args, "max_iterations", None))) if v is not None}
-    if args.volfrac is not None and not 0 < args.volfrac < 1:
-        raise InputError(f"--volfrac must be in (0, 1), got {args.volfrac}")
     if updates:
         data = spec.model_dump(exclude_none=True)
         if "volume_fraction" in updates:
@@ -113,12 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from genai.design.run import run_design
 
     spec = _spec_of(args)
-    bar, update = terminal_bar("it")
-    try:
+    with Bar("it", quiet=args.quiet) as bar:
         metrics = run_design(spec, args.out, overrides={"solver": args.solver, "device": args.device},
-                             progress=update, meshes=not args.no_mesh)
-    finally:
-        bar.close()
+                             progress=bar, meshes=not args.no_mesh)
     log.info("%s: compliance %.4f after %d iterations, volume fraction %.3f (%s)", args.out, metrics["compliance"],
              metrics["iterations"], metrics["volume_fraction"], metrics["solver"])
     print(json.dumps({k: metrics[k] for k in ("compliance", "iterations", "volume_fraction", "mass")}))
@@ -129,12 +124,9 @@ def cmd_propose(args: argparse.Namespace) -> int:
     from genai.design.run import propose_design
 
     spec = _spec_of(args)
-    bar, update = terminal_bar("it")
-    try:
-        metrics = propose_design(spec, args.out, model=args.model, refine=args.refine, progress=update,
+    with Bar("it", quiet=args.quiet) as bar:
+        metrics = propose_design(spec, args.out, model=args.model, refine=args.refine, progress=bar,
                                  meshes=not args.no_mesh)
-    finally:
-        bar.close()
     log.info("%s: proposed in %.0f ms, compliance %.4f after %d SIMP iterations, volume fraction %.3f", args.out,
              metrics["proposal_ms"], metrics["compliance"], metrics["iterations"], metrics["volume_fraction"])
     print(json.dumps({k: metrics[k] for k in ("compliance", "iterations", "volume_fraction", "mass", "proposal_ms")}))
@@ -145,17 +137,6 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     from genai.design import topogen as T
     from genai.errors import InputError
 
-    try:
-        widths = tuple(int(w) for w in args.widths.split(","))
-    except ValueError:
-        raise InputError(f"--widths {args.widths!r}: expected numbers separated by commas") from None
-    if any(w < 8 or w % 8 for w in widths) or len(widths) < 2:
-        raise InputError(f"--widths {args.widths!r}: at least two levels, each a positive multiple of 8")
-    for name in ("steps", "batch", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise InputError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if not args.lr > 0:
-        raise InputError(f"--lr must be positive, got {args.lr}")
     for folder in args.data:
         if not folder.is_dir() or not any(folder.glob("shard_*.npz")):
             raise InputError(f"{folder}: not a data set folder (no shard_*.npz; make one with "
@@ -165,7 +146,7 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
         raise InputError(f"--validation {args.validation}: must be below half of the {len(x)} samples")
     held = (x[len(x) - args.validation:], y[len(y) - args.validation:]) if args.validation else None
     x, y = x[:len(x) - args.validation], y[:len(y) - args.validation]
-    config = T.TrainConfig(steps=args.steps, batch_size=args.batch, learning_rate=args.lr, widths=widths,
+    config = T.TrainConfig(steps=args.steps, batch_size=args.batch, learning_rate=args.lr, widths=args.widths,
                            threads=args.threads)
 
     def work(progress, cancel) -> str:
@@ -174,7 +155,7 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
         return json.dumps({"model": m.id, "samples": m.training["samples"], "final_loss": m.training["final_loss"],
                            "validation_loss": m.training.get("validation_loss"), "sha256": m.sha256})
 
-    return run_long("step", "the checkpoint is saved: rerun the same command to resume", work)
+    return run_long("step", "the checkpoint is saved: rerun the same command to resume", work, quiet=args.quiet)
 
 
 def cmd_generate(args: argparse.Namespace, run_sweep=None) -> int:
@@ -183,11 +164,8 @@ def cmd_generate(args: argparse.Namespace, run_sweep=None) -> int:
 
     spec = P.load_spec(args.spec)
     points = variants(args.n, parse_vary(args.vary))
-    bar, update = terminal_bar("design")
-    try:
-        summary = (run_sweep or generate)(spec, args.out, points, progress=update)
-    finally:
-        bar.close()
+    with Bar("design", quiet=args.quiet) as bar:
+        summary = (run_sweep or generate)(spec, args.out, points, progress=bar)
     front = summary["pareto_front"]
     log.info("%s: %d designs, %d on the Pareto front (mass vs compliance): %s", args.out, len(summary["designs"]),
              len(front), ", ".join(front))

@@ -7,22 +7,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from genai.progress import terminal_bar
+from genai.cli import pair, positive_int
+from genai.progress import Bar
 
 log = logging.getLogger("genai.synth")
-
-
-def _range(kind: type):
-    """An ``A:B`` argument as a ``(kind(A), kind(B))`` pair."""
-
-    def parse(text: str) -> tuple:
-        try:
-            a, b = (kind(v) for v in text.split(":"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected A:B ({kind.__name__}s), got {text!r}") from None
-        return a, b
-
-    return parse
 
 
 def register(ssub) -> None:
@@ -31,11 +19,11 @@ def register(ssub) -> None:
     comp.add_argument("--objects", required=True, type=Path,
                       help="one sub-folder per category: RGBA PNGs, or NAME.jpg + NAME_mask.png pairs")
     comp.add_argument("--backgrounds", required=True, type=Path, help="a folder of background photos")
-    comp.add_argument("-n", type=int, required=True, help="number of images")
+    comp.add_argument("-n", type=positive_int, required=True, help="number of images")
     comp.add_argument("--format", choices=["coco", "yolo"], default="coco")
     comp.add_argument("--seed", type=int, default=0)
-    comp.add_argument("--objects-per-image", type=_range(int), default=(1, 4), metavar="A:B")
-    comp.add_argument("--scale", type=_range(float), default=(0.5, 1.5), metavar="A:B",
+    comp.add_argument("--objects-per-image", type=pair(int), default="1:4", metavar="A:B")
+    comp.add_argument("--scale", type=pair(float), default="0.5:1.5", metavar="A:B",
                       help="size factor range, relative to the cut-out")
     comp.add_argument("--blend-sigma", type=float, default=0.0, help="Gaussian blending of the pasted edges (px)")
     comp.add_argument("--segments", action="store_true", help="YOLO: polygons instead of boxes")
@@ -57,14 +45,11 @@ def register(ssub) -> None:
 def cmd_compose(args: argparse.Namespace) -> int:
     from genai.synth.compose import compose_dataset
 
-    progress_bar, update = terminal_bar("image")
-    try:
+    with Bar("image", quiet=args.quiet) as bar:
         dataset, dropped = compose_dataset(
             args.objects, args.backgrounds, args.out, args.n, fmt=args.format,
             objects_per_image=args.objects_per_image, scale=args.scale, blend_sigma=args.blend_sigma,
-            segments=args.segments, seed=args.seed, progress=update, overwrite=args.overwrite)
-    finally:
-        progress_bar.close()
+            segments=args.segments, seed=args.seed, progress=bar, overwrite=args.overwrite)
     objects = sum(len(s.annotations) for s in dataset.samples)
     log.info("%s: %d images, %d objects (%d hidden objects left out)", args.out, len(dataset.samples), objects,
              dropped)
