@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genai.errors import GenaiError
-
-# genai.backends.BACKENDS, spelled here so that `genai --help` does not import torch
-BACKENDS = ["auto", "torch", "onnx", "openvino", "tensorrt"]
+from genai.sr.backends.base import BACKENDS, PRECISIONS
 
 log = logging.getLogger("genai")
 
@@ -73,7 +71,7 @@ def add_remaster_arguments(rem: argparse.ArgumentParser) -> None:
     rem.add_argument("--backend", choices=BACKENDS, default="auto",
                      help="auto: on CPU the one measured fastest for the architecture; on CUDA torch")
     rem.add_argument("--device", default="auto")
-    rem.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    rem.add_argument("--precision", choices=PRECISIONS, default="auto")
     rem.add_argument("--threads", type=_positive_int)
 
 
@@ -98,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip)")
     up.add_argument("--backend", choices=BACKENDS, default="auto")
     up.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    up.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    up.add_argument("--precision", choices=PRECISIONS, default="auto")
     up.add_argument("--tile", type=_non_negative_int, help="tile size in input pixels (default: from memory; 0: never tile)")
     up.add_argument("--memory-budget", type=_positive_int, metavar="MB", help="memory for one tile")
     up.add_argument("--max-pixels", type=_positive_int, default=None, help="refuse larger inputs")
@@ -227,7 +225,7 @@ def plan_jobs(inputs: list[str], output: str, fmt: str | None, *, readable: set[
 def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from genai.engine import EngineConfig, Upscaler, target_size
+    from genai.sr import EngineConfig, Upscaler, target_size
     from genai.images import DEFAULT_MAX_PIXELS, output_format, read_image, write_image
 
     target_size(1, 1, native=1, scale=args.scale, width=args.width, height=args.height)  # validates
@@ -307,7 +305,7 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi", ".ts", ".mts"
 
 
 def remaster_config(args: argparse.Namespace):
-    from genai.engine import target_size
+    from genai.sr import target_size
     from genai.video.remaster import RemasterConfig
 
     target_size(1, 1, native=1, scale=args.scale, width=args.width, height=args.height)  # validates
@@ -322,7 +320,7 @@ def remaster_config(args: argparse.Namespace):
 
 def local_runner(config):
     """Run each video in this process with one engine (loaded once for the whole batch)."""
-    from genai.engine import Upscaler
+    from genai.sr import Upscaler
     from genai.video.remaster import remaster
 
     engine = Upscaler(config=config.engine_config())
@@ -439,7 +437,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         def pull(m) -> str:
             path = fetch.pull(m, source=args.source, force=args.force)
             if args.onnx:
-                from genai.backends import export_onnx
+                from genai.sr.backends import export_onnx
                 export_onnx(fetch.load_descriptor(m), m)
             return f"{m.id}: {path}"
 
@@ -474,7 +472,7 @@ def _each_model(registry, ids: list[str], verb: str, work) -> int:
 
 
 def _measure(registry, args: argparse.Namespace) -> int:
-    from genai.backends import BF16_MIN_PSNR_DB
+    from genai.sr.backends import BF16_MIN_PSNR_DB
     from genai.fidelity import measure_bf16
 
     def measure(m) -> str:
@@ -494,7 +492,7 @@ def _build_engine(registry, args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from genai.backends import OnnxBackend, default_tensorrt_profile
+    from genai.sr.backends import OnnxBackend, default_tensorrt_profile
     from genai.weights.fetch import load_descriptor
 
     manifest = registry.get(args.model_id)
