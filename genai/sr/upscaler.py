@@ -125,8 +125,7 @@ class Upscaler:
         net = net or self.backend
         h, w, _ = rgb.shape
         if on_device is None:
-            on_device = net.takes_tensors and (not net.device.startswith("cuda") or sizing.CANVAS_BYTES_PER_PIXEL
-                                               * h * w * self.scale ** 2 <= self.budget())
+            on_device = _on_device(net, sizing.CANVAS_BYTES_PER_PIXEL * h * w * self.scale ** 2, self.budget)
         dev = torch.device(net.device if on_device else "cpu")
         x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(dev)
         if on_device:
@@ -203,6 +202,12 @@ class Upscaler:
     def upscale_image(self, image: Image, **kwargs) -> tuple[Image, UpscaleResult]:
         result = self.upscale(image.pixels, **kwargs)
         return image.with_pixels(result.pixels), result
+
+
+def _on_device(net: Backend, canvas_bytes: int, budget) -> bool:
+    """Tiles are cut, run and blended on the backend's device when it takes tensors and, on a
+    GPU, the output canvas fits the memory budget (``budget()``, asked only there)."""
+    return net.takes_tensors and (not net.device.startswith("cuda") or canvas_bytes <= budget())
 
 
 def _rgb_passes(pixels: np.ndarray) -> tuple[list[np.ndarray], float]:

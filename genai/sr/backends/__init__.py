@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 import spandrel
-import torch
+import torch as _torch  # `torch` here is the submodule genai.sr.backends.torch once it is imported
 
 from genai.registry import Manifest
 from genai.sr.backends.base import BACKENDS, PRECISIONS, Backend, BackendError
@@ -21,7 +21,7 @@ from genai.sr.backends.torch import TorchBackend
 __all__ = [
     "BACKENDS", "BF16_MIN_PSNR_DB", "PRECISIONS", "Backend", "BackendError", "OnnxBackend", "OpenVinoBackend",
     "PrecisionChoice", "TensorrtProfile", "TorchBackend", "cpu_has_native_bf16", "create_backend",
-    "default_tensorrt_profile", "export_onnx", "resolve_device", "resolve_precision",
+    "default_tensorrt_profile", "export_onnx", "resolve_cpu", "resolve_device", "resolve_precision",
 ]
 
 # On CPU, ``auto`` picks the backend measured fastest for the architecture and precision on this
@@ -50,6 +50,16 @@ def cpu_backend(arch: str, precision: str) -> str:
     return kind
 
 
+def resolve_cpu(kind: str, precision: str, desc: spandrel.ImageModelDescriptor,
+                manifest: Manifest | None) -> tuple[str, PrecisionChoice]:
+    """On CPU: the backend that runs and at which precision. ``auto`` reads the bf16 figure of
+    the backend that would run bf16 (OpenVINO's bf16 is not torch's)."""
+    arch = desc.architecture.id
+    reads = cpu_backend(arch, "bf16" if precision in ("auto", "bf16") else precision) if kind == "auto" else kind
+    choice = resolve_precision(precision, _torch.device("cpu"), desc, manifest, backend=reads)
+    return (cpu_backend(arch, PRECISION_NAMES[choice.dtype]) if kind == "auto" else kind), choice
+
+
 def create_backend(kind: str, desc: spandrel.ImageModelDescriptor, manifest: Manifest, *,
                    device: str = "auto", precision: str = "auto", threads: int | None = None) -> Backend:
     """``auto``: torch on CUDA (fp16 where supported; TensorRT only when asked for); on CPU the
@@ -58,7 +68,7 @@ def create_backend(kind: str, desc: spandrel.ImageModelDescriptor, manifest: Man
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r} (use {', '.join(BACKENDS)})")
     if threads and kind in ("torch", "auto"):
-        torch.set_num_threads(threads)
+        _torch.set_num_threads(threads)
     dev = resolve_device(device)
     if kind == "tensorrt":
         return OnnxBackend.create(desc, manifest, device, threads, tensorrt=True, precision=precision)
@@ -68,11 +78,7 @@ def create_backend(kind: str, desc: spandrel.ImageModelDescriptor, manifest: Man
         if kind == "openvino":
             raise BackendError("backend openvino: runs on the CPU here (device cpu)")
         return TorchBackend.create(desc, device, precision, manifest)
-    arch = desc.architecture.id
-    reads = cpu_backend(arch, "bf16" if precision in ("auto", "bf16") else precision) if kind == "auto" else kind
-    choice = resolve_precision(precision, dev, desc, manifest, backend=reads)
-    if kind == "auto":
-        kind = cpu_backend(arch, PRECISION_NAMES[choice.dtype])
+    kind, choice = resolve_cpu(kind, precision, desc, manifest)
     if kind == "openvino":
         return OpenVinoBackend.create(desc, manifest, choice, threads)
     if kind == "onnx":
