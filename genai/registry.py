@@ -212,7 +212,8 @@ class Registry:
             raise ModelError(f"model id {manifest.id!r} is already registered")
         folder = self.user_dir / manifest.id
         with atomic_path(folder / "model.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(manifest.model_dump(mode="json", exclude={"folder", "home"}),
+            default = {"tile_multiple"} if manifest.tile_multiple == 1 else set()  # readable by older versions
+            tmp.write_text(yaml.safe_dump(manifest.model_dump(mode="json", exclude={"folder", "home"} | default),
                                           sort_keys=False))
         ids = _read_index(self.user_dir) + [manifest.id]
         with atomic_path(self.user_dir / "index.yaml") as tmp:
