@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 
-from genai.engine import EngineConfig, Upscaler  # noqa: E402
+from genai.sr import EngineConfig, Upscaler  # noqa: E402
 from genai.registry import Registry  # noqa: E402
 from genai.weights import fetch  # noqa: E402
 from serving.app import init_ray, start_local, stop_local  # noqa: E402

@@ -36,8 +36,8 @@ import numpy as np
 import skimage.data
 import torch
 
-from genai.backends import cpu_has_native_bf16, export_onnx
-from genai.engine import EngineConfig, Upscaler
+from genai.sr.backends import cpu_has_native_bf16, export_onnx
+from genai.sr import EngineConfig, Upscaler
 from genai.fidelity import psnr
 from genai.registry import Registry
 from genai.weights import fetch

@@ -32,7 +32,7 @@ import av
 import numpy as np
 import torch
 
-from genai.engine import Upscaler
+from genai.sr import Upscaler
 from genai.registry import Registry
 from genai.video import RemasterConfig, remaster
 from genai.video.remaster import codec_threads

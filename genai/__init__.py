@@ -10,7 +10,7 @@ or the ``genai`` command on one machine.
     >>> write_image(out, "out.png")
 """
 
-from genai.engine import EngineConfig, UpscaleResult, Upscaler
+from genai.sr import EngineConfig, UpscaleResult, Upscaler
 from genai.errors import Cancelled, GenaiError, InputError, ModelError
 from genai.images import Image, read_image, write_image
 from genai.progress import Progress

@@ -27,9 +27,6 @@ from typing import Any
 from genai.errors import GenaiError
 from genai.progress import Bar, ProgressFn
 
-# genai.backends.BACKENDS, spelled here so that `genai --help` does not import torch
-BACKENDS = ["auto", "torch", "onnx", "openvino", "tensorrt"]
-PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 # the command groups of genai itself, in the order of `genai --help`
 GROUPS = ("upscale", "remaster", "models", "design", "synth")
 

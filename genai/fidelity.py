@@ -38,8 +38,8 @@ def measure_bf16(manifest: Manifest, *, registry: Registry | None = None, thread
 
     bf16 is forced even where the CPU has no native bf16 (emulated: slower, same arithmetic),
     so the figure can be measured on any machine."""
-    from genai.backends import PrecisionChoice, TorchBackend
-    from genai.engine import EngineConfig, Upscaler
+    from genai.sr.backends import PrecisionChoice, TorchBackend
+    from genai.sr import EngineConfig, Upscaler
     from genai.weights.fetch import load_descriptor
 
     if threads:

@@ -23,6 +23,8 @@ from genai.paths import atomic_path, builtin_models_dir, genai_home
 WEIGHTS_FILE = "model.safetensors"
 MEASURED_FIELDS = {"bf16_psnr_db"}  # what `genai models measure --write` may set in a manifest
 PROVENANCE_FILE = "provenance.json"
+# tile_multiple written into the manifest of a checkpoint registered with `genai models add`
+ARCH_TILE_MULTIPLE = {"RealCUGAN": 4}
 
 
 class NcnnWheelSource(BaseModel):
@@ -79,6 +81,11 @@ class Manifest(BaseModel):
     tile_context: int = Field(
         32, description="input pixels of context around each tile; enough that tiled output "
         "matches untiled output within 0.5/255 (measured, see tests/test_engine.py)"
+    )
+    tile_multiple: int = Field(
+        1, ge=1, description="tile sides are kept a multiple of this (on every backend, so they agree), "
+        "beyond the network's own size requirements: Real-CUGAN's forward pads and crops by Python "
+        "branches on the input size, which an ONNX export freezes, so its tiles are a multiple of 4"
     )
     bf16_psnr_db: float | None = Field(
         None, description="PSNR (dB) of the model's bf16 output against its fp32 output on the reference "
@@ -205,7 +212,8 @@ class Registry:
             raise ModelError(f"model id {manifest.id!r} is already registered")
         folder = self.user_dir / manifest.id
         with atomic_path(folder / "model.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(manifest.model_dump(mode="json", exclude={"folder", "home"}),
+            default = {"tile_multiple"} if manifest.tile_multiple == 1 else set()  # readable by older versions
+            tmp.write_text(yaml.safe_dump(manifest.model_dump(mode="json", exclude={"folder", "home"} | default),
                                           sort_keys=False))
         ids = _read_index(self.user_dir) + [manifest.id]
         with atomic_path(self.user_dir / "index.yaml") as tmp:

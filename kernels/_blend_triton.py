@@ -15,7 +15,7 @@ BLOCK = 256
 
 @triton.jit
 def _ramp(k, n, f, start, end):
-    """genai.engine._ramp at index k: f = min(feather, n // 2) is computed by the caller."""
+    """kernels.blend.ramp at index k: f = min(feather, n // 2) is computed by the caller."""
     ff = f.to(tl.float32)
     wgt = tl.full(k.shape, 1.0, tl.float32)
     up = tl.math.div_rn(k.to(tl.float32) + 0.5, ff)

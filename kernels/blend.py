@@ -1,8 +1,8 @@
-"""Feathered tile blending: what genai.engine's ``Upscaler._upscale_rgb`` does on the host in numpy.
+"""Feathered tile blending: how genai.sr.tiling's tile loop (``run_tiles``) blends tiles, on every device.
 
 Each tile's upscaled output is added into an output canvas ``acc`` (CxHxW float32) weighted by
 ``wy[i] * wx[j]``, and the weight into ``wsum`` (HxW float32); ``NormalizeCanvas`` divides.
-The 1-D weights are genai.engine's ``_ramp``: 1, except linear ramps of ``f = min(feather, n // 2)``
+The 1-D weights (``ramp``) are 1, except linear ramps of ``f = min(feather, n // 2)``
 samples, ``(k + 0.5) / f``, at the edges that meet another tile (``start`` / ``end``); a tile
 edge on the image border has none. The engine calls it with ``feather = overlap * scale`` and
 ``start = y0 > 0``, ``end = y1 < h`` (in input pixels) for rows, likewise for columns.
@@ -16,7 +16,7 @@ from kernels.op import KernelOp
 
 
 def ramp(n: int, feather: int, start: bool, end: bool, device: str | torch.device = "cpu") -> torch.Tensor:
-    """1-D blending weights, as genai.engine._ramp (and the Triton kernel) compute them."""
+    """1-D blending weights (the Triton kernel computes the same)."""
     wgt = torch.ones(n, dtype=torch.float32, device=device)
     f = min(feather, n // 2)
     if f > 0:

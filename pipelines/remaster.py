@@ -82,7 +82,7 @@ class ChunkWorker:
     benchmark kills a busy worker from outside (``RayPool.pids()`` gives all of them)."""
 
     def __init__(self, config: RemasterConfig) -> None:
-        from genai.engine import Upscaler
+        from genai.sr import Upscaler
 
         _clear_stale_tmp()
         self.engine = Upscaler(config=config.engine_config())

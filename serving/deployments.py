@@ -38,9 +38,9 @@ class Upscaler:
     ``batch_max_pixels``) wait up to ``batch_wait_timeout_s`` to share one network call."""
 
     def __init__(self, engine_options: dict | None = None) -> None:
-        import genai.engine  # heavy imports (torch, spandrel, onnxruntime) happen in the replica
+        import genai.sr  # heavy imports (torch, spandrel, onnxruntime) happen in the replica
 
-        self._engine_module = genai.engine
+        self._engine_module = genai.sr
         self.engine_options = engine_options or {}
         # every network call from one thread: the engine's own threads (torch intra-op, ONNX
         # Runtime) use the replica's CPUs; calls queue here, and batching merges the queue

@@ -91,7 +91,7 @@ class LocalInference:
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-engine")
 
     def engine(self, model: str):
-        from genai.engine import EngineConfig, Upscaler
+        from genai.sr import EngineConfig, Upscaler
 
         with self._lock:
             if model in self._engines:

@@ -101,7 +101,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     def pull(_registry, m) -> str:
         path = fetch.pull(m, source=args.source, force=args.force)
         if args.onnx:
-            from genai.backends import export_onnx
+            from genai.sr.backends import export_onnx
             export_onnx(fetch.load_descriptor(m), m)
         return f"{m.id}: {path}"
 
@@ -109,9 +109,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    from genai.backends import BF16_MIN_PSNR_DB
     from genai.fidelity import measure_bf16
     from genai.registry import Registry
+    from genai.sr.backends.precision import BF16_MIN_PSNR_DB
 
     def measure(registry, m) -> str:
         figure = round(min(measure_bf16(m, registry=registry, threads=args.threads), 99.0), 1)  # 99: identical
@@ -130,8 +130,8 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from genai.backends import OnnxBackend, default_tensorrt_profile
     from genai.registry import Registry
+    from genai.sr.backends import OnnxBackend, default_tensorrt_profile
     from genai.weights.fetch import load_descriptor
 
     manifest = Registry().get(args.model_id)

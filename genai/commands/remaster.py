@@ -8,8 +8,9 @@ import sys
 from operator import attrgetter
 from pathlib import Path
 
-from genai.cli import BACKENDS, PRECISIONS, non_negative_int, positive_float, positive_int, run_batch
+from genai.cli import non_negative_int, positive_float, positive_int, run_batch
 from genai.commands.jobs import plan_jobs, report, todo
+from genai.sr.backends.base import BACKENDS, PRECISIONS
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".m4v", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg",
                   ".flv", ".wmv", ".3gp"}
@@ -52,7 +53,7 @@ def add_remaster_arguments(rem: argparse.ArgumentParser) -> None:
 
 
 def remaster_config(args: argparse.Namespace):
-    from genai.engine import target_size
+    from genai.sr import target_size
     from genai.video.remaster import RemasterConfig
 
     target_size(1, 1, native=1, scale=args.scale, width=args.width, height=args.height)  # validates
@@ -68,7 +69,7 @@ def remaster_config(args: argparse.Namespace):
 def local_runner(config):
     """Run each video in this process with one engine (loaded once for the whole batch)."""
     from genai.commands.upscale import log_engine
-    from genai.engine import Upscaler
+    from genai.sr import Upscaler
     from genai.video.remaster import remaster
 
     engine = Upscaler(config=config.engine_config())

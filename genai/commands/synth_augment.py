@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from genai.errors import InputError
 from genai.cli import positive_int
+from genai.errors import InputError
 from genai.progress import Bar
 
 log = logging.getLogger("genai.synth")

@@ -7,9 +7,10 @@ import logging
 import sys
 from operator import attrgetter
 
-from genai.cli import BACKENDS, PRECISIONS, non_negative_int, positive_float, positive_int, run_batch
+from genai.cli import non_negative_int, positive_float, positive_int, run_batch
 from genai.commands.jobs import plan_jobs, report, todo
 from genai.errors import GenaiError
+from genai.sr.backends.base import BACKENDS, PRECISIONS
 
 log = logging.getLogger("genai")
 
@@ -47,8 +48,8 @@ def log_engine(engine) -> None:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from genai.engine import EngineConfig, Upscaler, target_size
     from genai.images import DEFAULT_MAX_PIXELS, output_format, read_image, write_image
+    from genai.sr import EngineConfig, Upscaler, target_size
 
     target_size(1, 1, native=1, scale=args.scale, width=args.width, height=args.height)  # validates
     if not 1 <= args.quality <= 100:

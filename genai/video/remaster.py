@@ -35,7 +35,7 @@ from typing import Literal
 import av
 import numpy as np
 
-from genai.engine import EngineConfig, Upscaler, target_size
+from genai.sr import EngineConfig, Upscaler, target_size
 from genai.errors import InputError
 from genai.paths import atomic_path
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel

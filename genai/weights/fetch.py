@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from genai.errors import ModelError, WeightsMissingError
 from genai.paths import atomic_path
 from genai.registry import (
+    ARCH_TILE_MULTIPLE,
     PROVENANCE_FILE,
     LocalSource,
     Manifest,
@@ -244,6 +245,7 @@ def add_checkpoint(path: Path, model_id: str, registry: Registry, *, license: st
         name=name or model_id,
         architecture=desc.architecture.id,
         scale=desc.scale,
+        tile_multiple=ARCH_TILE_MULTIPLE.get(desc.architecture.id, 1),
         content=content,
         license=license,
         attribution=attribution or f"registered from {path.name}",

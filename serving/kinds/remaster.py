@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
-from genai.engine import target_size
+from genai.sr import target_size
 from genai.errors import InputError
 from genai.video.probe import probe
 from genai.video.remaster import RemasterConfig, plan, remaster

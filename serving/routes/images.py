@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from PIL import Image as PILImage
 
-from genai.engine import target_size
+from genai.sr import target_size
 from genai.errors import InputError, UnknownModelError
 from genai.images import Image, encode_image, read_image
 

@@ -63,58 +63,28 @@ def blend_tiles(seed: int = 0) -> list[tuple[int, int, torch.Tensor, int, tuple[
     return out
 
 
-# ------------------------------------------------------------ genai.engine's tiled path
+# ------------------------------------------------------------ genai.sr's tile loop
 
 ENGINE_IMAGE = (37, 45)  # input HxW: odd, tiled 16 with overlap 4 -> 3 x 4 tiles
 ENGINE_TILE, ENGINE_OVERLAP, ENGINE_CONTEXT, ENGINE_SCALE = 16, 4, 3, 2
 
 
-class StubBackend:
-    """A stand-in network: nearest x``scale`` times a factor that depends on the whole tile
-    (its mean), so overlapping tiles disagree and the blend weights decide the result."""
-
-    def __init__(self, scale: int) -> None:
-        self.scale = scale
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        up = x.repeat(self.scale, axis=2).repeat(self.scale, axis=3)
-        return (up * (1.0 + 0.5 * x.mean()) + 0.05 * x.std()).astype(np.float32)
-
-
-def stub_upscaler():
-    """A genai.engine.Upscaler without weights: the engine's own tiling, padding and numpy
-    blending around StubBackend."""
-    from genai.engine import EngineConfig, Upscaler
-
-    up = Upscaler.__new__(Upscaler)
-    up.config = EngineConfig(model="stub", tile=ENGINE_TILE, overlap=ENGINE_OVERLAP, context=ENGINE_CONTEXT)
-    up.scale, up.context, up._multiple, up._minimum = ENGINE_SCALE, ENGINE_CONTEXT, 1, 0
-    up.backend = StubBackend(ENGINE_SCALE)
-    return up
+def stub_forward(x: torch.Tensor) -> torch.Tensor:
+    """A stand-in network: nearest x``ENGINE_SCALE`` times a factor that depends on the whole
+    tile (its mean), so overlapping tiles disagree and the blend weights decide the result."""
+    up = x.repeat_interleave(ENGINE_SCALE, dim=2).repeat_interleave(ENGINE_SCALE, dim=3)
+    return up * (1.0 + 0.5 * x.mean()) + 0.05 * x.std()
 
 
 def engine_image(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((*ENGINE_IMAGE, 3), dtype=np.float32)
 
 
-def kernel_upscale(up, rgb: np.ndarray, accumulate, normalize) -> torch.Tensor:
-    """The engine's tile loop (genai.engine.Upscaler._upscale_rgb) with the blend done by the
-    kernels ops: returns CxHxW."""
-    from genai.engine import tile_grid
+def engine_upscale(blend: str = "native") -> torch.Tensor:
+    """genai.sr.tiling.run_tiles (the engine's one tile loop) over engine_image around
+    stub_forward, blended by kernels.blend with ``impl=blend``. Returns CxHxW."""
+    from genai.sr.tiling import TileGeometry, run_tiles
 
-    h, w, _ = rgb.shape
-    s, ctx = up.scale, up.context
-    chw = np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]
-    ys, xs, overlap = tile_grid(h, w, ENGINE_TILE, up.config.overlap)
-    acc = torch.zeros(3, h * s, w * s)
-    wsum = torch.zeros(h * s, w * s)
-    for y0 in ys:
-        for x0 in xs:
-            y1, x1 = min(y0 + ENGINE_TILE, h), min(x0 + ENGINE_TILE, w)
-            cy0, cx0 = max(0, y0 - ctx), max(0, x0 - ctx)
-            cy1, cx1 = min(h, y1 + ctx), min(w, x1 + ctx)
-            out = up._run_padded(np.ascontiguousarray(chw[:, :, cy0:cy1, cx0:cx1]))[0]
-            out = out[:, (y0 - cy0) * s:(y1 - cy0) * s, (x0 - cx0) * s:(x1 - cx0) * s]
-            accumulate(acc, wsum, torch.from_numpy(out), y0 * s, x0 * s, overlap * s,
-                       (y0 > 0, y1 < h, x0 > 0, x1 < w))
-    return normalize(acc, wsum)
+    geo = TileGeometry(ENGINE_SCALE, context=ENGINE_CONTEXT, overlap=ENGINE_OVERLAP)
+    x = torch.from_numpy(np.ascontiguousarray(engine_image().transpose(2, 0, 1)))[None]
+    return run_tiles(x, ENGINE_TILE, geo, stub_forward, lambda: None, blend=blend)

@@ -1,16 +1,26 @@
-"""kernels.blend: the Triton kernels (interpreted, on CPU) against forward_native, and both
-against genai.engine's own numpy blend (Upscaler._upscale_rgb)."""
+"""kernels.blend: the ramp against its closed form, the Triton kernels (interpreted, on CPU)
+against forward_native, and both inside the engine's tile loop (genai.sr.tiling.run_tiles)."""
 
 from __future__ import annotations
 
-import numpy as np
+import itertools
+
 import pytest
 import torch
 
-from genai.engine import _ramp
+import kernels.blend
 from kernels import AccumulateTile, NormalizeCanvas, ramp
 from tests.kernels import cases
 from tests.kernels.conftest import run_triton_worker
+
+RAMP_N = [1, 2, 7, 16, 33]
+RAMP_FEATHER = [0, 1, 3, 8, 40]
+RAMP_EDGES = [(False, False), (True, False), (False, True), (True, True)]
+RAMP_MATRIX = list(itertools.product(RAMP_N, RAMP_FEATHER, RAMP_EDGES))
+# the fast tier: every value of each parameter at least once, and the corner cases (a ramp
+# longer than half the tile, feather 0, one sample, ramps meeting in the middle)
+RAMP_FAST = [(1, 3, (True, True)), (2, 1, (True, False)), (7, 40, (True, True)), (16, 0, (False, True)),
+             (33, 8, (False, False)), (33, 3, (True, True)), (16, 8, (True, True))]
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +37,35 @@ def _native_canvas():
     return acc, wsum
 
 
-@pytest.mark.parametrize("n", [1, 2, 7, 16, 33])
-@pytest.mark.parametrize("feather", [0, 1, 3, 8, 40])
-@pytest.mark.parametrize("start,end", [(False, False), (True, False), (False, True), (True, True)])
-def test_ramp_is_the_engines(n, feather, start, end):
-    np.testing.assert_array_equal(ramp(n, feather, start, end).numpy(), _ramp(n, feather, start, end))
+def _check_ramp(n: int, feather: int, edges: tuple[bool, bool]) -> None:
+    """The closed form of kernels/blend.py's docstring, sample by sample in float32."""
+    start, end = edges
+    f = min(feather, n // 2)
+    want = []
+    for k in range(n):
+        w = torch.tensor(1.0)
+        if f > 0 and start and k < f:
+            w = (torch.tensor(k, dtype=torch.float32) + 0.5) / f
+        if f > 0 and end and k >= n - f:
+            w = (torch.tensor(n - 1 - k, dtype=torch.float32) + 0.5) / f
+        want.append(w)
+    torch.testing.assert_close(ramp(n, feather, start, end), torch.stack(want), rtol=0, atol=0)
+
+
+def test_the_fast_ramp_cases_cover_every_parameter_value():
+    for i, values in enumerate((RAMP_N, RAMP_FEATHER, RAMP_EDGES)):
+        assert {case[i] for case in RAMP_FAST} == set(values)
+
+
+@pytest.mark.parametrize("n, feather, edges", RAMP_FAST)
+def test_ramp(n, feather, edges):
+    _check_ramp(n, feather, edges)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n, feather, edges", [c for c in RAMP_MATRIX if c not in RAMP_FAST])
+def test_ramp_full_matrix(n, feather, edges):
+    _check_ramp(n, feather, edges)
 
 
 def test_triton_accumulate_matches_native(triton_results):
@@ -49,34 +83,22 @@ def test_triton_normalize_matches_native(triton_results):
 
 
 @pytest.fixture(scope="module")
-def engine_output() -> np.ndarray:
-    up = cases.stub_upscaler()
-    out = up._upscale_rgb(cases.engine_image(), cases.ENGINE_TILE, lambda: None)
+def engine_output() -> torch.Tensor:
+    out = cases.engine_upscale("native")
     h, w = cases.ENGINE_IMAGE
-    assert out.shape == (h * cases.ENGINE_SCALE, w * cases.ENGINE_SCALE, 3)
+    assert out.shape == (3, h * cases.ENGINE_SCALE, w * cases.ENGINE_SCALE)
     return out
 
 
-def test_engine_blend_is_not_trivial(engine_output):
-    """Overlapping tiles disagree (StubBackend depends on each tile's mean), so a wrong weight
-    shows: plain averaging of the overlaps must not give the engine's result."""
-    up = cases.stub_upscaler()
-
-    def flat(acc, wsum, tile, y0, x0, feather, edges):
-        AccumulateTile(impl="native")(acc, wsum, tile, y0, x0, 0, edges)
-
-    got = cases.kernel_upscale(up, cases.engine_image(), flat, NormalizeCanvas(impl="native"))
-    assert np.abs(got.permute(1, 2, 0).numpy() - engine_output).max() > 1e-3
+def test_engine_blend_is_not_trivial(engine_output, monkeypatch):
+    """Overlapping tiles disagree (stub_forward depends on each tile's mean), so a wrong weight
+    shows: plain averaging of the overlaps (flat ramps) must not give the engine's result."""
+    monkeypatch.setattr(kernels.blend, "ramp", lambda n, *_args, **_kw: torch.ones(n))
+    assert (cases.engine_upscale("native") - engine_output).abs().max() > 1e-3
 
 
-def test_native_matches_engine(engine_output):
-    up = cases.stub_upscaler()
-    got = cases.kernel_upscale(up, cases.engine_image(), AccumulateTile(impl="native"), NormalizeCanvas(impl="native"))
-    np.testing.assert_allclose(got.permute(1, 2, 0).numpy(), engine_output, rtol=1e-6, atol=1e-6)
-
-
-def test_triton_matches_engine(triton_results, engine_output):
-    np.testing.assert_allclose(triton_results["engine"].permute(1, 2, 0).numpy(), engine_output, rtol=1e-6, atol=1e-6)
+def test_triton_matches_native_in_the_engine_loop(triton_results, engine_output):
+    torch.testing.assert_close(triton_results["engine"], engine_output, rtol=1e-6, atol=1e-6)
 
 
 def test_bad_input_is_an_error():

@@ -41,8 +41,7 @@ def run_blend() -> dict:
     acc, wsum = torch.zeros(c, h, w), torch.zeros(h, w)
     for y0, x0, tile, feather, edges in cases.blend_tiles():
         acc_op(acc, wsum, tile, y0, x0, feather, edges)
-    up = cases.stub_upscaler()
-    engine = cases.kernel_upscale(up, cases.engine_image(), acc_op, norm_op)
+    engine = cases.engine_upscale("triton")
     return {"acc": acc, "wsum": wsum, "normalized": norm_op(acc, wsum), "engine": engine}
 
 

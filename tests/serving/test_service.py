@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from genai.engine import EngineConfig, Upscaler
+from genai.sr import EngineConfig, Upscaler
 from tests.serving.conftest import MODEL, sse_events, submit, wait_state
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

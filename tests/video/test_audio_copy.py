@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from genai.engine import EngineConfig, Upscaler
+from genai.sr import EngineConfig, Upscaler
 from genai.video import RemasterConfig, probe, remaster
 from tests.video.conftest import CARPHONE, MODEL
 

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from genai.engine import EngineConfig, Upscaler
+from genai.sr import EngineConfig, Upscaler
 from genai.errors import Cancelled, InputError
 from genai.video import RemasterConfig, probe, remaster
 from genai.video.remaster import work_dir_for

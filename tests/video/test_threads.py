@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import av
 import pytest
 
-from genai.engine import EngineConfig, Upscaler
+from genai.sr import EngineConfig, Upscaler
 from genai.video import RemasterConfig, remaster
 from tests.video.conftest import MODEL
 
