@@ -251,7 +251,7 @@ def test_hostile_uploads_and_specs_get_a_4xx(gateway, tmp_path):
     aliases (a 'billion laughs') and deep nesting are refused, odd paths are 404s, never 500s."""
     _, c = gateway
     escape = json.dumps({"classes": ["T-shirt_top", "../../../../etc"]})
-    r = c.post("/v1/jobs", data={"kind": "synth-train"},
+    r = c.post("/v1/jobs", data={"kind": "synth-train", "steps": "1", "batch": "2"},
                files={"file": ("x.zip", fashion_zip(top="", extra={"dataset.json": escape}))})
     assert r.status_code == 202 and r.json()["options"]["classes"] == ["Sneaker", "T-shirt_top", "Trouser"]
     c.delete(f"/v1/jobs/{r.json()['id']}")
