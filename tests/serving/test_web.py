@@ -184,13 +184,13 @@ def test_video_job_can_be_cancelled(page, clip):
     assert page.input_value("#model") == MODEL  # the server's video default
     page.click("#upscale")
 
-    page.locator("#progress").wait_for(state="visible")
-    page.wait_for_function("() => document.getElementById('job-state').textContent.startsWith('queued')")
-    page.click("#cancel")
+    page.locator("#video-progress").wait_for(state="visible")
+    page.wait_for_function("() => document.getElementById('video-state').textContent.startsWith('queued')")
+    page.click("#video-cancel")
     # the end event of the stream (read with fetch, the key in a header) brings the final state
-    page.wait_for_function("() => document.getElementById('job-state').textContent.startsWith('cancelled')")
+    page.wait_for_function("() => document.getElementById('video-state').textContent.startsWith('cancelled')")
     assert "cancelled" in page.text_content("#status")
-    assert page.locator("#cancel").is_disabled()
+    assert page.locator("#video-cancel").is_disabled()
     assert page.locator("#output").is_hidden()
     assert page.locator("#error").is_hidden()
 
@@ -203,8 +203,8 @@ def test_video_job_runs_to_a_result(browser, worker_server, clip, tmp_path):
 
         page.locator("#output").wait_for(state="visible", timeout=120_000)
         assert page.locator("#error").is_hidden()
-        assert page.text_content("#job-state").startswith("succeeded")
-        assert page.eval_on_selector("#progress", "p => p.value") == 1
+        assert page.text_content("#video-state").startswith("succeeded")
+        assert page.eval_on_selector("#video-progress", "p => p.value") == 1
         page.wait_for_function("() => document.getElementById('result-size').textContent === '192x128'")
         assert page.eval_on_selector("#result-video", "v => [v.videoWidth, v.videoHeight]") == [192, 128]
 
