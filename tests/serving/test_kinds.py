@@ -1,6 +1,6 @@
-"""Every job kind through the gateway in-process (real engines, jobs run in this process):
-design sweeps and proposals, generator training and sampling, files, retention, bad input.
-The same kinds through the real Ray Serve app are in test_service.py."""
+"""Every job kind through the gateway in process (real engines, jobs run in this process), the
+fast tier: design sweeps and proposals, generator training then sampling (the one test of that
+flow), files, retention, bad input. What only Ray does is in test_service.py (slow)."""
 
 from __future__ import annotations
 
@@ -208,6 +208,7 @@ def test_finished_results_are_deleted_after_their_retention(gateway):
     assert r.status_code == 410 and "deleted" in message(r)
 
 
+@pytest.mark.slow  # minutes of training on a CPU
 def test_training_jobs_cancel_and_a_stopped_one_resumes_from_its_checkpoint(tmp_path, caplog):
     """Cancel a running synth-train job; stop the gateway in the middle of another: it goes back
     to the queue and the next gateway resumes it from the training checkpoint."""

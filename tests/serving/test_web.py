@@ -21,6 +21,7 @@ if not CHROMIUM.exists():
     pytest.skip(f"the web test needs Chromium at {CHROMIUM} (Debian package 'chromium')", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the web test needs the 'playwright' Python package")
 uvicorn = pytest.importorskip("uvicorn")
+pytestmark = pytest.mark.slow  # a browser, real models, jobs run to the end
 
 
 @contextmanager
