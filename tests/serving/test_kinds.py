@@ -65,8 +65,9 @@ def gateway(tmp_path_factory):
 
 def test_design_sweep_job_ranks_variants_and_serves_their_files(gateway):
     app, c = gateway
-    r = c.post("/v1/jobs", data={"kind": "design", "problem": "mbb", "nelx": "30", "nely": "10", "n": "2",
-                                 "vary": "volfrac=0.3:0.5"})
+    spec = ("name: beam\ndomain: {size: [30, 10], resolution: [30, 10]}\nvolume_fraction: 0.4\n"
+            "loads: [{point: [30, 0], force: [0, -1]}]\nsupports: [{face: xmin}]\nmax_iterations: 25\n")
+    r = c.post("/v1/jobs", data={"kind": "design", "spec": spec, "n": "2", "vary": "volfrac=0.3:0.5"})
     assert r.status_code == 202, r.text
     assert r.json()["unit"] == "design" and r.json()["options"]["n"] == 2
     job = wait(c, r.json()["id"])
