@@ -7,19 +7,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
 from tests.serving.conftest import sse_events, submit, wait_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
-
-
-def error_message(r) -> str:
-    body = r.json()
-    assert set(body) == {"error"} and body["error"]["status"] == r.status_code
-    return body["error"]["message"]
 
 
 def test_schemathesis_finds_no_server_error_and_only_documented_statuses(live, tmp_path):
