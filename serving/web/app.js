@@ -296,31 +296,31 @@ function showJobIn(prefix, job) {
   $(`${prefix}-cancel`).disabled = done;
 }
 
+function jobStatus(job) { return job.state === "cancelled" ? `Job ${job.id} was cancelled.` : `Job ${job.id}: ${job.state}.`; }
+
 // Submit a job (a FormData with its kind) and show it in the `${prefix}-job` widget, whose
 // Cancel button cancels it; resolves with the job as submitted.
 async function startJob(prefix, form, { status, signal }) {
   const job = await (await api("/v1/jobs", { method: "POST", body: form, signal })).json();
+  const report = (j) => { showJobIn(prefix, j); status(jobStatus(j)); };
   $(`${prefix}-job`).hidden = false;
   const cancel = $(`${prefix}-cancel`);
   cancel.onclick = async () => {
     cancel.disabled = true;
     try {
-      showJobIn(prefix, await (await api(`/v1/jobs/${job.id}`, { method: "DELETE" })).json());
+      report(await (await api(`/v1/jobs/${job.id}`, { method: "DELETE" })).json());
     } catch (err) { showError(err); }
   };
-  showJobIn(prefix, job);
-  status(`Job ${job.id}: ${job.state}.`);
+  report(job);
   return job;
 }
 
 // Follow a started job in its widget, reporting to `status(text)`; resolves with the final job
 // (null if `signal` stopped the watch), throws the job's error if it failed.
 async function followJobIn(prefix, job, { status, signal }) {
-  const report = (j) => { showJobIn(prefix, j); status(`Job ${j.id}: ${j.state}.`); };
-  const last = await followJob(job.id, report, signal);
+  const last = await followJob(job.id, (j) => { showJobIn(prefix, j); status(jobStatus(j)); }, signal);
   if (signal.aborted || !last) return null;
   if (last.state === "failed") throw new Error(last.error || "the job failed");
-  if (last.state === "cancelled") status(`Job ${last.id} was cancelled.`);
   return last;
 }
 
