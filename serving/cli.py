@@ -81,7 +81,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from serving.app import port_free, start_local, stop_local
+    from serving.app import init_ray, port_free, start_local, stop_local
     from serving.store import Store
 
     settings = _settings(host=args.host, port=args.port, auth="open" if args.open else "keys")
@@ -95,21 +95,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("genai: no API keys yet; create one with: genai keys create NAME (or use --open on loopback)",
               file=sys.stderr)
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop_on_sigterm()
     try:
         print("genai: starting Ray and the Serve app (first start loads the models) ...", file=sys.stderr, flush=True)
+        init_ray(address=args.ray_address)
+        stop_on_sigterm()  # again: ray.init installed its own handlers
         # one machine: the Upscaler reserves 1 CPU in Ray (the rest runs video chunks) but its
         # network may use every core when it is the only work
         url = start_local(settings, address=args.ray_address,
                           engine_options=None if args.ray_address else {"threads": os.cpu_count()})
+        stop_on_sigterm()
         print(f"genai is serving at {url}  (API docs: {url}docs; Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("genai: stopping ...", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a second one must not cut the shutdown short
+        print("genai: stopping (running jobs go back to the queue) ...", file=sys.stderr, flush=True)
     finally:
         stop_local()
     return 0
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (docker stop, Kubernetes, systemd) stops like Ctrl-C: a KeyboardInterrupt in the
+    main thread. Ray's driver installs its own handler at ``ray.init`` (its core worker prints a
+    fatal-signal stack and the process dies with the signal), so this is installed again after it."""
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
+import asyncio
 import time
+from typing import Annotated, Any, Awaitable, Callable
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
+from genai.errors import InputError
+
+from serving.errors import message_of, public, reworded, unwrap
 from serving.store import digest
 
 OPEN_OWNER = "local"
@@ -58,6 +61,26 @@ async def _owner(service, token: str) -> str | None:
 
 Caller = Annotated[str, Depends(caller)]
 ServiceDep = Annotated[object, Depends(get_service)]
+
+
+async def timed(service, what: str, histogram, call: Callable[[], Awaitable[Any]], *,
+                paths: dict[str, str] | None = None) -> tuple[Any, float]:
+    """``await call()`` (a generator's answer) within the request timeout, else 504 naming ``what``;
+    its seconds observed in ``histogram``. An ``InputError`` of the engine (also inside a Ray
+    error) keeps its status with its own message, the server's ``paths`` in the client's names.
+    Returns the answer and its seconds."""
+    limit = service.settings.request_timeout_s
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(limit):
+            out = await call()
+    except TimeoutError:
+        raise HTTPException(504, f"{what} took longer than {limit:g} s") from None
+    except InputError as exc:  # e.g. a volume fraction out of reach, or no solid left to mesh
+        raise reworded(unwrap(exc), public(message_of(exc), paths=paths or {})) from None
+    seconds = time.perf_counter() - t0
+    histogram.observe(seconds)
+    return out, seconds
 
 
 class ErrorDetail(BaseModel):

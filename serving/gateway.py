@@ -16,8 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genai.errors import GenaiError
 from genai.registry import Registry
 
+from serving.errors import message_of, status_of
 from serving.inference import Inference, LocalInference
 from serving.jobs import JobRunner
 from serving.limits import BodyLimit, RateLimiter, error_payload
@@ -96,8 +98,13 @@ def create_app(settings: Settings, *, inference: Inference | None = None, store:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
-        log.exception("internal error on %s %s", request.method, request.url.path)
+        log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    @app.exception_handler(GenaiError)
+    async def library_error(request: Request, exc: GenaiError):  # the kinds' and routes' errors: a 4xx
+        status = status_of(exc)
+        return error_response(status, message_of(exc)) if status else await internal_error(request, exc)
 
     for router in (images.router, jobs.router, designs.router, synth.router, models.router, health.router, web.router):
         app.include_router(router)

@@ -21,6 +21,7 @@ import uuid
 from genai.errors import Cancelled, GenaiError
 from genai.progress import Progress
 
+from serving.errors import public
 from serving.kinds import KINDS, Run
 from serving.settings import Settings
 from serving.storage import Storage
@@ -124,21 +125,21 @@ class JobRunner:
             self._current.add(job.id)
         kind = KINDS.get(job.kind)
         t0 = time.monotonic()
-        last = {"report": 0.0, "cancel": 0.0, "frames0": None, "rate": None}
+        last = {"report": 0.0, "cancel": 0.0, "done0": None, "rate": None}
         cancelled = {"user": False, "lost": False}  # lost: the job is no longer this worker's (its lease ran out)
 
         def progress(p: Progress) -> None:
             now = time.monotonic()
-            if last["frames0"] is None:
-                last["frames0"] = p.done  # units done by an earlier run do not count toward the rate
+            if last["done0"] is None:
+                last["done0"] = p.done  # units done by an earlier run do not count toward the rate
             if now - last["report"] < _REPORT_EVERY_S and p.done < p.total:
                 return
             last["report"] = now
-            frames = p.done - last["frames0"]
-            fps = frames / (now - t0) if frames > 0 else None
-            last["rate"] = round(fps, 3) if fps else last["rate"]
-            eta = (p.total - p.done) / fps if fps else None
-            if not self.store.heartbeat(job.id, self.worker_id, progress=p.fraction, fps=fps, eta=eta):
+            units = p.done - last["done0"]
+            rate = units / (now - t0) if units > 0 else None
+            last["rate"] = round(rate, 3) if rate else last["rate"]
+            eta = (p.total - p.done) / rate if rate else None
+            if not self.store.heartbeat(job.id, self.worker_id, progress=p.fraction, rate=rate, eta=eta):
                 last["cancel"] = 0.0  # cancelled, or no longer ours: the next cancel check finds out which
 
         def cancel() -> bool:
@@ -165,7 +166,7 @@ class JobRunner:
             if cancelled["lost"]:  # another worker runs it now, in the same folder: touch nothing
                 log.warning("job %s: no longer this worker's (its lease ran out); stopped here", job.id)
             elif self._stop.is_set() and not cancelled["user"]:
-                log.info("job %s: stopping; back to the queue (resumes from its finished chunks)", job.id)
+                log.info("job %s: stopping; back to the queue (resumes from the work it finished)", job.id)
                 self.store.release(job.id, self.worker_id)
             else:
                 log.info("job %s: cancelled", job.id)
@@ -175,7 +176,7 @@ class JobRunner:
             log.info("job %s: failed: %s", job.id, exc)
             self.storage.delete_job(job.id)
             paths = {str(folder): "job", **({str(src): job.input_name} if src else {})}
-            self.store.finish(job.id, self.worker_id, "failed", error=_public(str(exc), paths=paths))
+            self.store.finish(job.id, self.worker_id, "failed", error=public(str(exc), paths=paths))
         except Exception as exc:  # noqa: BLE001 - a bug: the job fails with a reference, the log has the trace
             log.exception("job %s: internal error", job.id)
             self.storage.delete_job(job.id)
@@ -185,14 +186,7 @@ class JobRunner:
             log.info("job %s (%s): done in %.1fs", job.id, job.kind, seconds)
             rate = outcome.rate if outcome.rate is not None else last["rate"]
             self.store.finish(job.id, self.worker_id, "succeeded", result_key=f"jobs/{job.id}/{outcome.result}",
-                              chunks_resumed=outcome.chunks_resumed, fps=rate)
+                              chunks_resumed=outcome.chunks_resumed, rate=rate)
         finally:
             with self._lock:
                 self._current.discard(job.id)
-
-
-def _public(message: str, *, paths: dict[str, str]) -> str:
-    """An error message without the server's paths: each becomes the name the client knows."""
-    for path, name in sorted(paths.items(), key=lambda kv: len(kv[0]), reverse=True):
-        message = message.replace(path, name)
-    return message

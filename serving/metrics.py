@@ -1,5 +1,5 @@
 """Prometheus metrics of the gateway: requests and latencies by route, jobs by state, the queue
-depth and the frames per second of running jobs (those two read from the job store at scrape
+depth and the units of work per second of running jobs (those two read from the job store at scrape
 time, so every replica reports the same numbers)."""
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ class _JobCollector:
             jobs.add_metric([state], n)
         yield jobs
         yield GaugeMetricFamily("genai_job_queue_depth", "Jobs waiting for a worker", value=counts["queued"])
-        yield GaugeMetricFamily("genai_job_frames_per_second", "Frames per second of the running jobs",
-                                value=self.store.running_fps())
+        rate = self.store.running_rate()
+        yield GaugeMetricFamily("genai_job_units_per_second", "Units of work per second of the running jobs "
+                                "(each kind's unit: frames, designs, steps, images)", value=rate)
+        yield GaugeMetricFamily("genai_job_frames_per_second", "The same as genai_job_units_per_second "
+                                "(kept for dashboards written before it)", value=rate)
 
 
 class Metrics:

@@ -70,7 +70,7 @@ class Job:
     input_name: str
     result_key: str | None
     progress: float
-    fps: float | None
+    rate: float | None  # units of work per second (the column is named fps: databases made before keep working)
     eta: float | None
     error: str | None
     idempotency_key: str | None
@@ -86,7 +86,7 @@ class Job:
     chunks_resumed: int
 
 
-_JOB_COLUMNS = ", ".join(Job.__dataclass_fields__)
+_JOB_COLUMNS = ", ".join("fps" if f == "rate" else f for f in Job.__dataclass_fields__)
 
 
 def digest(key: str) -> str:
@@ -256,7 +256,8 @@ class Store:
             found = dict(cur.fetchall())
         return {s: int(found.get(s, 0)) for s in STATES}
 
-    def running_fps(self) -> float:
+    def running_rate(self) -> float:
+        """The units of work per second of the running jobs, summed."""
         with self._tx() as cur:
             cur.execute("SELECT COALESCE(SUM(fps), 0) FROM jobs WHERE state = 'running'")
             return float(cur.fetchone()[0])
@@ -290,7 +291,7 @@ class Store:
                 return None
             return self._get(cur, row[0])
 
-    def heartbeat(self, job_id: str, worker: str, *, progress: float | None = None, fps: float | None = None,
+    def heartbeat(self, job_id: str, worker: str, *, progress: float | None = None, rate: float | None = None,
                   eta: float | None = None) -> bool:
         """Record progress; False when this worker no longer owns the job, or it is cancelled."""
         now = time.time()
@@ -301,22 +302,22 @@ class Store:
             else:
                 cur.execute("UPDATE jobs SET heartbeat = ?, progress = ?, fps = ?, eta = ?, updated = ? "
                             "WHERE id = ? AND worker = ? AND state = 'running'",
-                            (now, progress, fps, eta, now, job_id, worker))
+                            (now, progress, rate, eta, now, job_id, worker))
             owned = cur.rowcount == 1
             cur.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
             row = cur.fetchone()
         return owned and not (row and row[0])
 
     def finish(self, job_id: str, worker: str, state: str, *, error: str | None = None,
-               result_key: str | None = None, chunks_resumed: int = 0, fps: float | None = None) -> None:
-        """End a running job; ``fps``: the run's average (kept for the record)."""
+               result_key: str | None = None, chunks_resumed: int = 0, rate: float | None = None) -> None:
+        """End a running job; ``rate``: the run's average units a second (kept for the record)."""
         now = time.time()
         progress_sql = ", progress = 1" if state == "succeeded" else ""
         with self._tx() as cur:
             cur.execute(f"UPDATE jobs SET state = ?, error = ?, result_key = ?, finished = ?, updated = ?, "
                         f"chunks_resumed = ?, fps = ?, eta = NULL{progress_sql} "
                         "WHERE id = ? AND worker = ? AND state = 'running'",
-                        (state, error, result_key, now, now, chunks_resumed, fps, job_id, worker))
+                        (state, error, result_key, now, now, chunks_resumed, rate, job_id, worker))
 
     def release(self, job_id: str, worker: str) -> None:
         """Give a running job back to the queue (a clean shutdown): it resumes elsewhere."""
@@ -398,7 +399,7 @@ def job_json(job: Job, *, unit: str | None = None, ttl_hours: float = 0, has_fil
     expires = d["finished"] + ttl_hours * 3600 if ttl_hours and d["finished"] is not None else None
     return {
         "id": d["id"], "kind": d["kind"], "state": d["state"], "progress": round(d["progress"], 4),
-        "fps": d["fps"], "eta_seconds": d["eta"], "error": d["error"], "options": d["options"],
+        "rate": d["rate"], "fps": d["rate"], "eta_seconds": d["eta"], "error": d["error"], "options": d["options"],
         "input_name": d["input_name"], "created": d["created"], "updated": d["updated"],
         "started": d["started"], "finished": d["finished"], "attempts": d["attempts"],
         "chunks_resumed": d["chunks_resumed"], "unit": unit,

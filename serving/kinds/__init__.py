@@ -8,10 +8,12 @@ A kind module defines:
 - ``NAME``, ``UNIT`` (what progress counts), ``Form`` (its form fields, a pydantic model),
   ``UPLOAD`` ("required", "optional" or "none") and ``sniff(head)`` (the stored suffix of an
   acceptable upload, judged from its first bytes, or None) with ``UPLOAD_WHAT`` for the message;
-- ``check(ctx: Submit) -> (options, input_name)``: validation at submission (raises HTTPException
-  4xx with a message naming the field); runs in a thread;
+- ``check(ctx: Submit) -> (options, input_name)``: validation at submission (raises the library's
+  errors, ``genai.errors`` or ``serving.errors``, with a message naming the field: the app answers
+  them with a 4xx); runs in a thread;
 - ``run(ctx: Run) -> Outcome``: the work, resumable from the job's folder; runs in a worker
-  thread of the gateway (on Ray with ``job_executor="ray"``);
+  thread of the gateway, and calls the engine through ``ctx.call`` (here, or on Ray with
+  ``job_executor="ray"``);
 - ``MEDIA`` and ``download_name(job)`` for the result, ``FILES``: the folder inside the job's
   folder whose files ``GET /v1/jobs/{id}/files/...`` serves (None: the result only).
 
@@ -20,11 +22,12 @@ To add a kind: write the module and list it in ``KINDS``.
 
 from __future__ import annotations
 
+import importlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 from genai.paths import atomic_path
 from genai.progress import CancelFn, ProgressFn
@@ -52,6 +55,21 @@ class Run:
     service: Any  # settings, store and storage (e.g. to find another job's folder)
     progress: ProgressFn
     cancel: CancelFn
+
+    def call(self, fn: Callable, *args, on_ray: str | None = None, **kwargs) -> Any:
+        """``fn(*args, progress=, cancel=, **kwargs)`` with the job's progress and cancel check: in
+        this process, or with ``executor="ray"`` through ``on_ray`` ("module:function", a pipeline
+        with ``fn``'s signature that spreads the work over Ray) or else as one call on a Ray
+        worker (``pipelines.tasks.call_on_ray``). Ray is imported only where it runs."""
+        kwargs = {"progress": self.progress, "cancel": self.cancel, **kwargs}
+        if self.executor != "ray":
+            return fn(*args, **kwargs)
+        if on_ray is None:
+            from pipelines.tasks import call_on_ray
+
+            return call_on_ray(fn, *args, **kwargs)
+        module, _, name = on_ray.partition(":")
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ import math
 from typing import Literal
 
 import yaml
-from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
 from genai.design.problem import catalog_spec, discretize, load_spec, with_volume_fraction
 from genai.design.run import generate, parse_vary, variants
 from genai.errors import InputError
 
+from serving.errors import TooLarge, reworded
 from serving.kinds import Outcome, Run, Submit, zip_folder
 
 NAME, UNIT, UPLOAD = "design", "design", "optional"
@@ -117,14 +117,14 @@ def check(ctx: Submit) -> tuple[dict, str]:
                        dims={"nelx": form.nelx, "nely": form.nely, "nelz": form.nelz})
         elements = math.prod(spec.domain.resolution)
         if elements > settings.max_design_elements:
-            raise HTTPException(413, f"the design grid has {elements:,} elements, over the limit of "
-                                     f"{settings.max_design_elements:,}")
+            raise TooLarge(f"the design grid has {elements:,} elements, over the limit of "
+                           f"{settings.max_design_elements:,}")
         if spec.max_iterations > MAX_ITERATIONS:
             raise InputError(f"spec.max_iterations: at most {MAX_ITERATIONS} on this service")
         problem = discretize(spec)
         points = variants(form.n, parse_vary(vary))
     except InputError as exc:
-        raise HTTPException(422, str(exc).replace("--vary", "vary").replace("-n ", "n ")) from None
+        raise reworded(exc, str(exc).replace("--vary", "vary").replace("-n ", "n ")) from None
     options = {"spec": spec.model_dump(mode="json", exclude_none=True), "n": len(points), "vary": vary,
                "problem": form.problem, "elements": problem.grid.elements}
     return options, form.problem or spec.name or "spec"
@@ -134,12 +134,7 @@ def run(ctx: Run) -> Outcome:
     spec = load_spec(ctx.job.options["spec"])
     points = variants(ctx.job.options["n"], parse_vary(ctx.job.options["vary"]))
     out = ctx.folder / "designs"
-    if ctx.executor == "ray":
-        from pipelines.design import generate_on_ray  # imports ray: only where Ray runs
-
-        generate_on_ray(spec, out, points, progress=ctx.progress, cancel=ctx.cancel)
-    else:
-        generate(spec, out, points, progress=ctx.progress, cancel=ctx.cancel)
+    ctx.call(generate, spec, out, points, on_ray="pipelines.design:generate_on_ray")
     zip_folder(out, ctx.folder / "designs.zip")
     return Outcome(result="designs.zip")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Literal
 
-from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
 from genai.sr import target_size
@@ -14,6 +13,7 @@ from genai.errors import InputError
 from genai.video.probe import probe
 from genai.video.remaster import RemasterConfig, plan, remaster
 
+from serving.errors import TooLarge, Unreadable, reworded
 from serving.kinds import Outcome, Run, Submit
 from serving.routes.images import check_model, safe_stem
 from serving.sniff import VIDEO_SUFFIX, video_type
@@ -65,27 +65,21 @@ def check(ctx: Submit) -> tuple[dict, str]:
     try:
         info = probe(path)
     except InputError as exc:
-        raise HTTPException(400, str(exc).replace(str(path), f"file: {name}")) from None
+        raise Unreadable(str(exc).replace(str(path), f"file: {name}")) from None
     if info.width * info.height > max_pixels:
-        raise HTTPException(413, f"file: {name} is {info.width}x{info.height}, over the limit of "
-                                 f"{max_pixels:,} pixels a frame")
+        raise TooLarge(f"file: {name} is {info.width}x{info.height}, over the limit of {max_pixels:,} pixels a frame")
     try:
         target_size(info.height, info.width, native=manifest.scale, scale=form.scale, width=form.width,
                     height=form.height)
         plan(path, _config(options), manifest.scale)
     except InputError as exc:
-        raise HTTPException(422, str(exc).replace(str(path), f"file: {name}").replace("--", "")) from None
+        raise reworded(exc, str(exc).replace(str(path), f"file: {name}").replace("--", "")) from None
     return options, name
 
 
 def run(ctx: Run) -> Outcome:
     dst = ctx.folder / f"result.{ctx.job.options.get('container', 'mp4')}"
-    if ctx.executor == "ray":
-        from pipelines.remaster import remaster_on_ray  # imports ray: only where Ray runs
-
-        result = remaster_on_ray(ctx.input, dst, _config(ctx.job.options), progress=ctx.progress, cancel=ctx.cancel)
-    else:
-        result = remaster(ctx.input, dst, _config(ctx.job.options), progress=ctx.progress, cancel=ctx.cancel)
+    result = ctx.call(remaster, ctx.input, dst, _config(ctx.job.options), on_ray="pipelines.remaster:remaster_on_ray")
     return Outcome(result=dst.name, chunks_resumed=result.chunks_resumed, rate=round(result.fps, 2))
 
 

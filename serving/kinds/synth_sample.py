@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
+from genai.errors import InputError
 from genai.paths import atomic_path
 from genai.synth.diffusion import MODEL_JSON, SampleConfig, read_json, sample_folder
 
+from serving.errors import Conflict, Gone, NotFound, TooLarge
 from serving.kinds import Outcome, Run, Submit, synth_train, zip_folder
 
 NAME, UNIT, UPLOAD = "synth-sample", "image", "none"
@@ -37,34 +38,36 @@ def sniff(head: bytes) -> str | None:
 
 
 def find_generator(service, owner: str, generator: str) -> tuple[object, dict]:
-    """The caller's finished generator (its job and model.json), else a 404/409/410."""
+    """The caller's finished generator (its job and model.json), else NotFound, Conflict or Gone."""
     job = service.store.get_job(generator, owner)
     if job is None or job.kind != synth_train.NAME:
-        raise HTTPException(404, f"generator: no generator {generator!r} for this key (the id of a synth-train job)")
+        raise NotFound(f"generator: no generator {generator!r} for this key (the id of a synth-train job)")
     if job.state != "succeeded":
-        raise HTTPException(409, f"generator: job {generator} is {job.state}, not a finished generator")
+        raise Conflict(f"generator: job {generator} is {job.state}, not a finished generator")
     run_dir = synth_train.generator_dir(service.storage, job)
     if run_dir is None:
-        raise HTTPException(410, f"generator: {generator} has expired (results are kept "
-                                 f"{service.settings.result_ttl_hours:g} h)")
+        raise Gone(f"generator: {generator} has expired (results are kept "
+                   f"{service.settings.result_ttl_hours:g} h)")
     return job, read_json(run_dir / MODEL_JSON)
 
 
 def counts_of(classes: list[str], per_class: int | None, spec: str | None) -> dict[str, int]:
-    """Images per class from ``per_class`` or ``"CLASS=N,CLASS=N"`` (classes not named get none)."""
+    """Images per class from ``per_class`` or ``"CLASS=N,CLASS=N"`` (classes not named get none);
+    at least one image in all."""
     if (per_class is None) == (spec is None):
-        raise HTTPException(422, "give exactly one of per_class or classes")
-    if spec is None:
-        return {c: per_class for c in classes}
-    counts = {}
-    for item in filter(None, (s.strip() for s in spec.split(","))):
+        raise InputError("give exactly one of per_class or classes")
+    counts = dict.fromkeys(classes, per_class) if spec is None else {}
+    for item in filter(None, (s.strip() for s in (spec or "").split(","))):
         name, sep, n = item.rpartition("=")
         if not sep or not re.fullmatch(r"\d{1,6}", n.strip()):
-            raise HTTPException(422, f"classes: expected CLASS=N, got {item!r}")
+            raise InputError(f"classes: expected CLASS=N, got {item!r}")
         if name.strip() not in classes:
-            raise HTTPException(422, f"classes: unknown class {name.strip()!r} (the generator has {', '.join(classes)})")
+            raise InputError(f"classes: unknown class {name.strip()!r} (the generator has {', '.join(classes)})")
         counts[name.strip()] = int(n)
-    return {c: counts.get(c, 0) for c in classes}
+    counts = {c: counts.get(c, 0) for c in classes}
+    if sum(counts.values()) < 1:
+        raise InputError("per_class/classes: no images asked for")
+    return counts
 
 
 def check(ctx: Submit) -> tuple[dict, str]:
@@ -72,10 +75,8 @@ def check(ctx: Submit) -> tuple[dict, str]:
     job, meta = find_generator(ctx.service, ctx.owner, form.generator)
     counts = counts_of(meta["classes"], form.per_class, form.classes)
     total = sum(counts.values())
-    if total < 1:
-        raise HTTPException(422, "per_class/classes: no images asked for")
     if total > settings.max_synth_images:
-        raise HTTPException(413, f"{total:,} images asked for, over the limit of {settings.max_synth_images:,} a job")
+        raise TooLarge(f"{total:,} images asked for, over the limit of {settings.max_synth_images:,} a job")
     options = {**form.model_dump(exclude={"kind", "per_class", "classes"}), "counts": counts}
     return options, job.input_name
 
@@ -85,19 +86,12 @@ def run(ctx: Run) -> Outcome:
     gen_job = ctx.service.store.get_job(o["generator"])
     run_dir = synth_train.generator_dir(ctx.service.storage, gen_job) if gen_job else None
     if run_dir is None:
-        from genai.errors import InputError
-
         raise InputError(f"generator {o['generator']}: no longer available (deleted or expired)")
     out = ctx.folder / "dataset"
     if not (out / "dataset.json").exists():  # complete already: only the zip was missing
         cfg = SampleConfig(per_class=o["counts"], guidance=o["guidance"], steps=o["steps"], sampler=o["sampler"],
                            seed=o["seed"])
-        if ctx.executor == "ray":
-            from pipelines.tasks import call_on_ray  # imports ray: only where Ray runs
-
-            call_on_ray(sample_folder, run_dir, out, cfg, progress=ctx.progress, cancel=ctx.cancel)
-        else:
-            sample_folder(run_dir, out, cfg, progress=ctx.progress, cancel=ctx.cancel)
+        ctx.call(sample_folder, run_dir, out, cfg)
     for card in (out / "dataset.json", out / "DATASET_CARD.md"):  # the card names the generator by its id,
         text = card.read_text()                                    # not by the server's path (also on a resume)
         if str(run_dir.resolve()) in text:

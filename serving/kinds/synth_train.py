@@ -11,7 +11,6 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
 from genai.errors import InputError
@@ -101,8 +100,6 @@ def check(ctx: Submit) -> tuple[dict, str]:
     scratch = ctx.upload.with_name(ctx.upload.name + ".check")
     try:
         data = _load(scratch, ctx.upload, name, ctx.form.size, max_bytes)
-    except InputError as exc:
-        raise HTTPException(422, str(exc)) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     options = {**ctx.form.model_dump(exclude={"kind"}), "classes": data.classes, "images": len(data),
@@ -119,12 +116,7 @@ def run(ctx: Run) -> Outcome:
     o = ctx.job.options
     data = _load(ctx.folder / "data", ctx.input, ctx.job.input_name, o["size"], 1 << 62)
     run_dir = ctx.folder / "generator"
-    if ctx.executor == "ray":
-        from pipelines.tasks import call_on_ray  # imports ray: only where Ray runs
-
-        call_on_ray(train, data, run_dir, _config(o), progress=ctx.progress, cancel=ctx.cancel)
-    else:
-        train(data, run_dir, _config(o), progress=ctx.progress, cancel=ctx.cancel)
+    ctx.call(train, data, run_dir, _config(o))
     zip_folder(run_dir, ctx.folder / "generator.zip")
     return Outcome(result="generator.zip")
 

@@ -4,19 +4,18 @@ Variant sweeps are jobs (``kind=design``)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import math
-import time
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from genai.design import problem as P
 from genai.errors import InputError
 
-from serving.deps import Caller, ServiceDep, errors
+from serving.deps import Caller, ServiceDep, errors, timed
+from serving.errors import TooLarge
 from serving.kinds.design import MAX_SPEC_BYTES, spec_of
 
 router = APIRouter(tags=["design"])
@@ -75,26 +74,15 @@ def _spec(body: ProposeRequest, max_elements: int) -> dict:
         raise InputError(f"{spec.name}: the learned generator proposes 2D designs; this problem is 3D "
                          "(submit a design job instead)")
     if math.prod(res) > max_elements:
-        raise HTTPException(413, f"the design grid has {math.prod(res):,} elements, over the limit of {max_elements:,}")
+        raise TooLarge(f"the design grid has {math.prod(res):,} elements, over the limit of {max_elements:,}")
     P.discretize(spec)  # bad regions fail here, before the generator's replica
     return spec.model_dump(mode="json", exclude_none=True)
 
 
 @router.post("/v1/designs:propose", response_model=ProposeOut, responses=errors(400, 413, 503, 504))
 async def propose(body: ProposeRequest, owner: Caller, service: ServiceDep) -> ProposeOut:
-    settings = service.settings
-    try:
-        spec = await run_in_threadpool(_spec, body, settings.max_design_elements)
-    except InputError as exc:
-        raise HTTPException(422, str(exc)) from None
-    t0 = time.perf_counter()
-    try:
-        async with asyncio.timeout(settings.request_timeout_s):
-            out = await service.inference.propose(spec, refine=body.refine)
-    except TimeoutError:
-        raise HTTPException(504, f"the design took longer than {settings.request_timeout_s:g} s") from None
-    except InputError as exc:  # e.g. a volume fraction out of reach, or no solid left to mesh
-        raise HTTPException(422, str(getattr(exc, "cause", None) or exc)) from None  # not Ray's traceback
-    service.metrics.generator_seconds.labels("design").observe(time.perf_counter() - t0)
+    spec = await run_in_threadpool(_spec, body, service.settings.max_design_elements)
+    out, _ = await timed(service, "the design", service.metrics.generator_seconds.labels("design"),
+                         lambda: service.inference.propose(spec, refine=body.refine))
     b64 = {k: base64.b64encode(v).decode() for k, v in out.items() if isinstance(v, bytes)}
     return ProposeOut(metrics=out["metrics"], **b64)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,11 +13,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from PIL import Image as PILImage
 
+from genai.errors import InputError, UnknownModelError, WeightsMissingError
 from genai.sr import target_size
-from genai.errors import InputError, UnknownModelError
 from genai.images import Image, encode_image, read_image
 
-from serving.deps import Caller, ServiceDep, errors
+from serving.deps import Caller, ServiceDep, errors, timed
 from serving.sniff import image_type
 
 router = APIRouter(tags=["images"])
@@ -38,14 +36,15 @@ def safe_stem(name: str | None, default: str = "image") -> str:
 
 
 def check_model(service, model: str):
+    """The model's manifest; UnknownModelError (422) or WeightsMissingError (503: not prepared)."""
     try:
         manifest = service.registry.get(model)
     except UnknownModelError:
         known = ", ".join(service.registry.ids())
-        raise HTTPException(422, f"model: unknown model {model!r} (available: {known})") from None
+        raise UnknownModelError(f"model: unknown model {model!r} (available: {known})") from None
     if not manifest.weights_path.exists():
-        raise HTTPException(503, f"model {model!r} is not prepared on this server "
-                                 f"(an operator runs: genai models pull {model})")
+        raise WeightsMissingError(f"model {model!r} is not prepared on this server "
+                                  f"(an operator runs: genai models pull {model})")
     return manifest
 
 
@@ -76,10 +75,7 @@ def _decode(path: Path, name: str, max_pixels: int) -> Image:
 
 
 def _encode(img: Image, fmt: str, quality: int) -> bytes:
-    try:
-        return encode_image(img, fmt.upper(), quality=quality, png_level=PNG_LEVEL, name="format")
-    except InputError as exc:
-        raise HTTPException(422, str(exc)) from None
+    return encode_image(img, fmt.upper(), quality=quality, png_level=PNG_LEVEL, name="format")  # InputError: 422
 
 
 @router.post("/v1/images:upscale", response_class=Response,
@@ -120,14 +116,9 @@ async def upscale_image(
         raise HTTPException(413, f"the output would be {out_w}x{out_h} = {out_h * out_w:,} pixels, over the "
                                  f"limit of {settings.max_output_pixels:,} for a synchronous upscale")
 
-    t0 = time.perf_counter()
-    try:
-        async with asyncio.timeout(settings.request_timeout_s):
-            pixels = await service.inference.upscale(img.pixels, model=model, scale=scale, width=width, height=height)
-    except TimeoutError:
-        raise HTTPException(504, f"the upscale took longer than {settings.request_timeout_s:g} s") from None
-    seconds = time.perf_counter() - t0
-    service.metrics.upscale_seconds.labels(model).observe(seconds)
+    pixels, seconds = await timed(service, "the upscale", service.metrics.upscale_seconds.labels(model),
+                                  lambda: service.inference.upscale(img.pixels, model=model, scale=scale, width=width,
+                                                                    height=height))
 
     fmt = format or SAME_AS_INPUT.get(kind, "png")
     if fmt == "jpeg" and pixels.shape[2] == 4:

@@ -37,7 +37,8 @@ class JobOut(BaseModel):
     kind: str
     state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: float = Field(ge=0, le=1)
-    fps: float | None = Field(description="units of work per second (frames, designs, steps, images)")
+    rate: float | None = Field(description="units of work per second (the kind's unit: frame, design, step, image)")
+    fps: float | None = Field(description="the same as rate (kept for clients written before it)")
     eta_seconds: float | None
     error: str | None
     options: dict

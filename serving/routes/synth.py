@@ -4,18 +4,15 @@ jobs (``kind=synth-train``, ``kind=synth-sample``)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from genai.errors import InputError
-
-from serving.deps import Caller, ServiceDep, errors
+from serving.deps import Caller, ServiceDep, errors, timed
+from serving.errors import TooLarge
 from serving.kinds import synth_train
 from serving.kinds.synth_sample import counts_of, find_generator
 
@@ -68,27 +65,16 @@ def generators(owner: Caller, service: ServiceDep) -> GeneratorList:
 
 @router.post("/v1/synth:sample", response_model=SampleOut, responses=errors(400, 404, 409, 410, 413, 504))
 async def sample(body: SampleRequest, owner: Caller, service: ServiceDep) -> SampleOut:
-    settings = service.settings
     job, meta = await run_in_threadpool(find_generator, service, owner, body.generator)
     counts = counts_of(meta["classes"], body.per_class, body.classes)
     total = sum(counts.values())
-    if total < 1:
-        raise HTTPException(422, "per_class/classes: no images asked for")
     if total > MAX_SYNC_IMAGES:
-        raise HTTPException(413, f"{total} images asked for, over {MAX_SYNC_IMAGES} at once "
-                                 "(submit a synth-sample job for more)")
+        raise TooLarge(f"{total} images asked for, over {MAX_SYNC_IMAGES} at once (submit a synth-sample job for more)")
     run_dir = str(synth_train.generator_dir(service.storage, job))
-    t0 = time.perf_counter()
-    try:
-        async with asyncio.timeout(settings.request_timeout_s):
-            out = await service.inference.sample(job.id, run_dir, counts, seed=body.seed, steps=body.steps,
-                                                 guidance=body.guidance, sampler=body.sampler)
-    except TimeoutError:
-        raise HTTPException(504, f"sampling took longer than {settings.request_timeout_s:g} s") from None
-    except InputError as exc:
-        message = str(getattr(exc, "cause", None) or exc)  # the engine's message, not Ray's traceback
-        raise HTTPException(422, message.replace(run_dir, "generator")) from None
-    service.metrics.generator_seconds.labels("synth").observe(time.perf_counter() - t0)
+    out, _ = await timed(service, "sampling", service.metrics.generator_seconds.labels("synth"),
+                         lambda: service.inference.sample(job.id, run_dir, counts, seed=body.seed, steps=body.steps,
+                                                          guidance=body.guidance, sampler=body.sampler),
+                         paths={run_dir: "generator"})
     enc = lambda b: base64.b64encode(b).decode()  # noqa: E731
     return SampleOut(classes=out["classes"], rows=out["rows"], grid_png=enc(out["grid"]),
                      images=[SampleImage(label=lbl, png=enc(p)) for lbl, p in zip(out["labels"], out["pngs"])])

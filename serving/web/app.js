@@ -7,7 +7,7 @@ const EXT = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "im
 const VIDEO_EXT = /\.(mp4|m4v|mov|mkv|webm|avi|ts|mts|m2ts|mpg|mpeg)$/i;
 const JOB_DONE = ["succeeded", "failed", "cancelled"];
 const TABS = ["upscale", "design", "synth"];
-const page = { auth: "keys", defaults: {}, modelChosen: false, urls: [], job: null, watch: null, tab: "upscale" };
+const page = { auth: "keys", defaults: {}, modelChosen: false, urls: [], watch: null, tab: "upscale" };
 // what a tab does when it is shown, or when the key changes while it is shown (design.js, synth.js)
 const tabHooks = {};
 
@@ -60,9 +60,8 @@ function objectURL(blob) {
 function resetResult() {
   if (page.watch) page.watch.abort();
   page.watch = null;
-  page.job = null;
   page.urls.splice(0).forEach((u) => URL.revokeObjectURL(u));
-  for (const id of ["result", "job", "compare", "videos", "output"]) $(id).hidden = true;
+  for (const id of ["result", "video-job", "compare", "videos", "output"]) $(id).hidden = true;
   for (const id of ["result-image", "original-image", "result-video", "original-video"]) $(id).removeAttribute("src");
   $("result-size").textContent = "";
   showError(null);
@@ -154,36 +153,22 @@ async function submitVideo(file) {
   form.append("container", $("container").value);
   if ($("preview").value) form.append("preview", $("preview").value);
   setStatus(`Uploading ${file.name}…`);
-  const job = await (await api("/v1/jobs", { method: "POST", body: form })).json();
+  const ctrl = new AbortController();
+  page.watch = ctrl;
+  const how = { status: setStatus, signal: ctrl.signal };
+  const job = await startJob("video", form, how);
   $("original-video").src = objectURL(file);
-  $("progress").value = 0;
-  $("job").hidden = $("videos").hidden = $("result").hidden = false;
-  $("cancel").disabled = false;
-  showJob(job);
-  watchJob(job.id);
+  $("videos").hidden = $("result").hidden = false;
+  // followed without holding the form: another file can be upscaled meanwhile
+  followJobIn("video", job, how)
+    .then((last) => (last && last.state === "succeeded" ? fetchResult(last, ctrl.signal) : null))
+    .catch((err) => { if (!ctrl.signal.aborted) { setStatus(""); showError(err); } });
 }
 
 function formatEta(s) {
   if (s == null) return "ETA –";
   s = Math.round(s);
   return s >= 60 ? `ETA ${Math.floor(s / 60)} min ${s % 60} s` : `ETA ${s} s`;
-}
-
-function showJob(job) {
-  page.job = job;
-  $("progress").value = job.progress || 0;
-  $("progress").textContent = `${Math.round((job.progress || 0) * 100)} %`;
-  $("job-state").textContent = `${job.state} ${Math.round((job.progress || 0) * 100)} %`;
-  $("job-fps").textContent = job.fps != null ? `${job.fps.toFixed(1)} fps` : "– fps";
-  $("job-eta").textContent = formatEta(job.eta_seconds);
-  const done = JOB_DONE.includes(job.state);
-  $("cancel").disabled = done;
-  if (!done) setStatus(`Job ${job.id}: ${job.state}.`);
-  else if (job.state === "failed") {
-    setStatus(`Job ${job.id} failed.`);
-    showError(new Error(job.error || "the job failed"));
-  }
-  else if (job.state === "cancelled") setStatus(`Job ${job.id} was cancelled.`);
 }
 
 // EventSource cannot send an Authorization header: read the stream with fetch and parse it here.
@@ -222,18 +207,6 @@ async function followJob(id, onJob, signal) {
   return last;
 }
 
-async function watchJob(id) {
-  const ctrl = new AbortController();
-  page.watch = ctrl;
-  try {
-    await followJob(id, showJob, ctrl.signal);
-  } catch (err) {
-    if (!ctrl.signal.aborted) showError(err);
-    return;
-  }
-  if (!ctrl.signal.aborted && page.job && page.job.state === "succeeded") await fetchResult(page.job, ctrl.signal);
-}
-
 async function fetchResult(job, signal) {
   setStatus(`Job ${job.id} succeeded; downloading the result…`);
   try {
@@ -250,14 +223,6 @@ async function fetchResult(job, signal) {
     $("download").download = named ? named[1] : `${job.input_name}_remastered.mp4`;
     $("output").hidden = false;
     setStatus(`Job ${job.id} succeeded.`);
-  } catch (err) { showError(err); }
-}
-
-async function cancelJob() {
-  if (!page.job) return;
-  $("cancel").disabled = true;
-  try {
-    showJob(await (await api(`/v1/jobs/${page.job.id}`, { method: "DELETE" })).json());
   } catch (err) { showError(err); }
 }
 
@@ -303,40 +268,63 @@ function jobFileURL(id, path) { return `/v1/jobs/${encodeURIComponent(id)}/files
 function intField(id) { const v = $(id).value.trim(); return v === "" ? null : parseInt(v, 10); }
 function numberField(id) { const v = $(id).value.trim(); return v === "" ? null : parseFloat(v); }
 
-// The job widgets `${prefix}-job|progress|state|rate|eta|cancel` show a job's progress.
-function showJobIn(prefix, job, unit) {
-  if (job.unit) unit = `${job.unit}s/s`;
+// --- the job widget: one for every job on the page ----------------------------------------------
+
+// Every <div id="PREFIX-job" class="job"> gets a copy of the #job-widget template, its parts
+// named PREFIX-progress, PREFIX-cancel, PREFIX-state, PREFIX-rate and PREFIX-eta.
+function jobWidgets() {
+  const template = $("job-widget");
+  for (const box of document.querySelectorAll("div.job[id$='-job']")) {
+    const prefix = box.id.slice(0, -"-job".length);
+    const widget = template.content.cloneNode(true);
+    for (const part of widget.querySelectorAll("[data-part]")) part.id = `${prefix}-${part.dataset.part}`;
+    widget.querySelector("label").htmlFor = `${prefix}-progress`;
+    box.replaceChildren(widget);
+  }
+}
+
+function showJobIn(prefix, job) {
+  const unit = job.unit ? `${job.unit}s/s` : "/s";
+  const rate = job.rate ?? job.fps;
   const pct = Math.round((job.progress || 0) * 100);
   $(`${prefix}-progress`).value = job.progress || 0;
   $(`${prefix}-progress`).textContent = `${pct} %`;
   $(`${prefix}-state`).textContent = `${job.state} ${pct} %`;
-  $(`${prefix}-rate`).textContent = job.fps != null ? `${job.fps.toFixed(2)} ${unit}` : `– ${unit}`;
+  $(`${prefix}-rate`).textContent = rate != null ? `${rate.toFixed(2)} ${unit}` : `– ${unit}`;
   const done = JOB_DONE.includes(job.state);
   $(`${prefix}-eta`).textContent = done ? "done" : formatEta(job.eta_seconds);
   $(`${prefix}-cancel`).disabled = done;
 }
 
-// Submit a job (a FormData with its kind) and follow it in the `${prefix}-…` widgets, reporting
-// to `status(text)`; resolves with the final job (null if `signal` stopped the watch), throws
-// the job's error if it failed.
-async function runJob(prefix, form, { unit, status, signal }) {
+function jobStatus(job) { return job.state === "cancelled" ? `Job ${job.id} was cancelled.` : `Job ${job.id}: ${job.state}.`; }
+
+// Submit a job (a FormData with its kind) and show it in the `${prefix}-job` widget, whose
+// Cancel button cancels it; resolves with the job as submitted.
+async function startJob(prefix, form, { status, signal }) {
   const job = await (await api("/v1/jobs", { method: "POST", body: form, signal })).json();
+  const report = (j) => { showJobIn(prefix, j); status(jobStatus(j)); };
   $(`${prefix}-job`).hidden = false;
   const cancel = $(`${prefix}-cancel`);
   cancel.onclick = async () => {
     cancel.disabled = true;
     try {
-      showJobIn(prefix, await (await api(`/v1/jobs/${job.id}`, { method: "DELETE" })).json(), unit);
+      report(await (await api(`/v1/jobs/${job.id}`, { method: "DELETE" })).json());
     } catch (err) { showError(err); }
   };
-  const report = (j) => { showJobIn(prefix, j, unit); status(`Job ${j.id}: ${j.state}.`); };
   report(job);
-  const last = await followJob(job.id, report, signal);
+  return job;
+}
+
+// Follow a started job in its widget, reporting to `status(text)`; resolves with the final job
+// (null if `signal` stopped the watch), throws the job's error if it failed.
+async function followJobIn(prefix, job, { status, signal }) {
+  const last = await followJob(job.id, (j) => { showJobIn(prefix, j); status(jobStatus(j)); }, signal);
   if (signal.aborted || !last) return null;
   if (last.state === "failed") throw new Error(last.error || "the job failed");
-  if (last.state === "cancelled") status(`Job ${last.id} was cancelled.`);
   return last;
 }
+
+async function runJob(prefix, form, how) { return followJobIn(prefix, await startJob(prefix, form, how), how); }
 
 // Fetch a finished job's result into a download link (the key goes in a header, so a blob URL).
 async function resultLink(job, linkId, owner, fallbackName, signal) {
@@ -408,6 +396,7 @@ async function submit(event) {
 }
 
 async function init() {
+  jobWidgets();
   initTabs();
   try {
     page.auth = (await (await fetch("/page-config.json")).json()).auth;
@@ -429,7 +418,6 @@ async function init() {
     document.querySelectorAll(".size-only").forEach((el) => { el.hidden = $("scale").value !== "size"; });
   });
   $("split").addEventListener("input", () => $("compare").style.setProperty("--split", `${$("split").value}%`));
-  $("cancel").addEventListener("click", cancelJob);
   $("form").addEventListener("submit", submit);
   $("key-row").addEventListener("submit", (e) => e.preventDefault()); // Enter in the key field
   syncVideos();

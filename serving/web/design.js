@@ -180,7 +180,7 @@ async function sweep(event) {
   button.disabled = true;
   sweepStatus(`Submitting a sweep of ${problem}…`);
   try {
-    const job = await runJob("sweep", form, { unit: "designs/s", status: sweepStatus, signal: ctrl.signal });
+    const job = await runJob("sweep", form, { status: sweepStatus, signal: ctrl.signal });
     if (!job || job.state !== "succeeded") return;
     sweepStatus(`Job ${job.id} succeeded; reading the ranking…`);
     const summary = await (await api(jobFileURL(job.id, "summary.json"), { signal: ctrl.signal })).json();

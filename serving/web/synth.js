@@ -83,7 +83,7 @@ async function train(event) {
   button.disabled = true;
   trainStatus(`Uploading ${file.name}…`);
   try {
-    const job = await runJob("train", form, { unit: "steps/s", status: trainStatus, signal: ctrl.signal });
+    const job = await runJob("train", form, { status: trainStatus, signal: ctrl.signal });
     if (!job || job.state !== "succeeded") return;
     await loadGenerators({ select: job.id, force: true });
     trainStatus(`Generator ${job.id} is trained: choose it below to sample.`);
@@ -166,7 +166,7 @@ async function makeDataset() {
   button.disabled = true;
   datasetStatus("Submitting…");
   try {
-    const job = await runJob("dataset", form, { unit: "images/s", status: datasetStatus, signal: ctrl.signal });
+    const job = await runJob("dataset", form, { status: datasetStatus, signal: ctrl.signal });
     if (!job || job.state !== "succeeded") return;
     datasetStatus(`Job ${job.id} succeeded; downloading the data set…`);
     const blob = await resultLink(job, "dataset-download", "dataset", `${generator}_dataset.zip`, ctrl.signal);

@@ -1,4 +1,5 @@
-"""Fixtures of the service tests: a real Ray Serve app on loopback, API keys, job helpers."""
+"""Fixtures of the service tests: the gateway in process with a tiny model (the fast tier), the
+real Ray Serve app on loopback with real weights (slow), API keys, job helpers."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import pytest
 
 from serving.settings import Settings
 from serving.store import Store
-from tests.video.conftest import _video_model, bunny_small, cut_bunny  # noqa: F401 - fixtures used here
+from tests.video.conftest import bunny_small, cut_bunny  # noqa: F401 - fixtures used here
 
 MODEL = "realesr-animevideov3"  # the compact network: fast enough for many requests on a CPU
+TINY = "tiny-compact"  # the same architecture a few channels wide (tests/conftest.py): the fast tier
 
 
 def free_port() -> int:
@@ -89,8 +91,30 @@ def live(tmp_path_factory, pulled) -> LiveService:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def submit(client: httpx.Client, clip: Path, headers: dict | None = None, **options) -> httpx.Response:
-    data = {"kind": "remaster", "model": MODEL, **{k: str(v) for k, v in options.items()}}
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_model):
+    """The real gateway in process (``create_app``: routes, store, job runner running jobs here,
+    engines in this process) with a tiny model as the image and video default; keys "alice" and
+    "bob". Yields (app, alice's client, bob's key)."""
+    from fastapi.testclient import TestClient
+
+    from serving.gateway import create_app
+
+    tiny_model(TINY)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("service"), image_model=TINY, video_model=TINY,
+                        job_workers=1, max_active_jobs=8, rate_limit_per_minute=0, max_upload_mb=8,
+                        max_image_pixels=1_000_000, key_cache_s=1)
+    application = create_app(settings)
+    store = application.state.service.store
+    _, alice = store.create_key("alice")
+    _, bob = store.create_key("bob")
+    with TestClient(application, headers={"Authorization": f"Bearer {alice}"}) as client:
+        yield application, client, bob
+
+
+def submit(client: httpx.Client, clip: Path, headers: dict | None = None, model: str = MODEL,
+           **options) -> httpx.Response:
+    data = {"kind": "remaster", "model": model, **{k: str(v) for k, v in options.items()}}
     with open(clip, "rb") as f:
         return client.post("/v1/jobs", files={"file": (clip.name, f, "video/mp4")}, data=data, headers=headers or {})
 

@@ -1,4 +1,5 @@
-"""The gateway in-process (no Ray): limits, quotas, stored names, settings and the keys CLI."""
+"""The gateway in-process (no Ray, a tiny model): limits, quotas, stored names, settings and the
+keys and serve commands called in process."""
 
 from __future__ import annotations
 
@@ -11,18 +12,19 @@ from fastapi.testclient import TestClient
 from PIL import Image as PILImage
 from pydantic import ValidationError
 
+from genai.cli import main
 from serving.gateway import create_app
 from serving.settings import Settings
-from tests.conftest import no_traceback, run_cli
-from tests.serving.conftest import MODEL
+
+TINY = "tiny-compact"
 
 
 @pytest.fixture
-def gateway(tmp_path, pulled):
-    pulled(MODEL)
+def gateway(tmp_path, tiny_model):
+    tiny_model(TINY)
 
     def make(**overrides):
-        settings = Settings(data_dir=tmp_path / "service", image_model=MODEL, video_model=MODEL, job_workers=0,
+        settings = Settings(data_dir=tmp_path / "service", image_model=TINY, video_model=TINY, job_workers=0,
                             **overrides)
         app = create_app(settings)
         _, key = app.state.service.store.create_key("t")
@@ -95,33 +97,38 @@ def test_open_mode_only_on_loopback_and_without_keys(gateway):
         assert c.get("/page-config.json").json() == {"auth": "open"}
 
 
-def test_keys_cli_prints_the_key_once_as_the_last_line(tmp_path):
-    env = {"GENAI_SERVE_DATA_DIR": str(tmp_path)}
-    made = run_cli("keys", "create", "ci-bot", env=env)
-    assert made.returncode == 0, made.stderr
-    key = made.stdout.strip().splitlines()[-1]
+def genai(capsys, *argv: str) -> tuple[int, str, str]:
+    """``genai ARGV`` in process (the serving commands come through the genai.commands entry point)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err, err
+    return code, out, err
+
+
+def test_keys_cli_prints_the_key_once_as_the_last_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GENAI_SERVE_DATA_DIR", str(tmp_path))
+    code, out, err = genai(capsys, "keys", "create", "ci-bot")
+    assert code == 0, err
+    key = out.strip().splitlines()[-1]
     assert key.startswith("gk_")
-    listed = run_cli("keys", "list", env=env)
-    assert "ci-bot" in listed.stdout and key not in listed.stdout
+    code, out, _ = genai(capsys, "keys", "list")
+    assert "ci-bot" in out and key not in out
     from serving.store import Store
 
     store = Store(Settings(data_dir=tmp_path).db_url)
     assert store.owner_of(key) is not None
-    assert run_cli("keys", "revoke", "ci-bot", env=env).returncode == 0
+    assert genai(capsys, "keys", "revoke", "ci-bot")[0] == 0
     assert store.owner_of(key) is None
-    missing = run_cli("keys", "revoke", "nobody", env=env)
-    assert missing.returncode == 2 and "no active key" in missing.stderr
-    no_traceback(missing)
+    code, _, err = genai(capsys, "keys", "revoke", "nobody")
+    assert code == 2 and "no active key" in err
 
 
-def test_serve_refuses_bad_settings_with_one_line(tmp_path):
-    env = {"GENAI_SERVE_DATA_DIR": str(tmp_path)}
-    opened = run_cli("serve", "--open", "--host", "0.0.0.0", env=env)
-    assert opened.returncode == 2 and "loopback" in opened.stderr
+def test_serve_refuses_bad_settings_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GENAI_SERVE_DATA_DIR", str(tmp_path))
+    code, _, err = genai(capsys, "serve", "--open", "--host", "0.0.0.0")
+    assert code == 2 and "loopback" in err and len(err.strip().splitlines()) == 1
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        busy = run_cli("serve", "--port", str(s.getsockname()[1]), env=env)
-    assert busy.returncode == 2 and "in use" in busy.stderr
-    for proc in (opened, busy):
-        no_traceback(proc)
+        code, _, err = genai(capsys, "serve", "--port", str(s.getsockname()[1]))
+    assert code == 2 and "in use" in err and len(err.strip().splitlines()) == 1

@@ -1,6 +1,6 @@
-"""Every job kind through the gateway in-process (real engines, jobs run in this process):
-design sweeps and proposals, generator training and sampling, files, retention, bad input.
-The same kinds through the real Ray Serve app are in test_service.py."""
+"""Every job kind through the gateway in process (real engines, jobs run in this process), the
+fast tier: design sweeps and proposals, generator training then sampling (the one test of that
+flow), files, retention, bad input. What only Ray does is in test_service.py (slow)."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ def gateway(tmp_path_factory):
 
 def test_design_sweep_job_ranks_variants_and_serves_their_files(gateway):
     app, c = gateway
-    r = c.post("/v1/jobs", data={"kind": "design", "problem": "mbb", "nelx": "30", "nely": "10", "n": "2",
-                                 "vary": "volfrac=0.3:0.5"})
+    spec = ("name: beam\ndomain: {size: [30, 10], resolution: [30, 10]}\nvolume_fraction: 0.4\n"
+            "loads: [{point: [30, 0], force: [0, -1]}]\nsupports: [{face: xmin}]\nmax_iterations: 25\n")
+    r = c.post("/v1/jobs", data={"kind": "design", "spec": spec, "n": "2", "vary": "volfrac=0.3:0.5"})
     assert r.status_code == 202, r.text
     assert r.json()["unit"] == "design" and r.json()["options"]["n"] == 2
     job = wait(c, r.json()["id"])
@@ -208,6 +209,7 @@ def test_finished_results_are_deleted_after_their_retention(gateway):
     assert r.status_code == 410 and "deleted" in message(r)
 
 
+@pytest.mark.slow  # minutes of training on a CPU
 def test_training_jobs_cancel_and_a_stopped_one_resumes_from_its_checkpoint(tmp_path, caplog):
     """Cancel a running synth-train job; stop the gateway in the middle of another: it goes back
     to the queue and the next gateway resumes it from the training checkpoint."""
@@ -251,7 +253,7 @@ def test_hostile_uploads_and_specs_get_a_4xx(gateway, tmp_path):
     aliases (a 'billion laughs') and deep nesting are refused, odd paths are 404s, never 500s."""
     _, c = gateway
     escape = json.dumps({"classes": ["T-shirt_top", "../../../../etc"]})
-    r = c.post("/v1/jobs", data={"kind": "synth-train"},
+    r = c.post("/v1/jobs", data={"kind": "synth-train", "steps": "1", "batch": "2"},
                files={"file": ("x.zip", fashion_zip(top="", extra={"dataset.json": escape}))})
     assert r.status_code == 202 and r.json()["options"]["classes"] == ["Sneaker", "T-shirt_top", "Trouser"]
     c.delete(f"/v1/jobs/{r.json()['id']}")

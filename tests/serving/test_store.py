@@ -55,7 +55,7 @@ def postgres_url():
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def store(request, tmp_path):
     if request.param == "sqlite":
         return Store(f"sqlite:///{tmp_path / 'jobs.db'}")
@@ -133,7 +133,8 @@ def test_cancel_and_heartbeat(store):
     assert store.request_cancel(queued.id, "alice").state == "cancelled"
     running, _ = new_job(store)
     store.claim("w")
-    assert store.heartbeat(running.id, "w", progress=0.5, fps=10.0, eta=3.0)
+    assert store.heartbeat(running.id, "w", progress=0.5, rate=10.0, eta=3.0)
+    assert store.get_job(running.id).rate == 10.0
     assert not store.heartbeat(running.id, "someone-else")  # not its worker
     assert store.request_cancel(running.id, "alice").cancel_requested
     assert not store.heartbeat(running.id, "w")  # the worker learns of the cancel
@@ -145,7 +146,7 @@ def test_cancel_and_heartbeat(store):
 def test_release_puts_a_job_back_without_counting_an_attempt(store):
     job, _ = new_job(store)
     store.claim("w")
-    store.heartbeat(job.id, "w", progress=0.4, fps=5.0, eta=1.0)
+    store.heartbeat(job.id, "w", progress=0.4, rate=5.0, eta=1.0)
     store.release(job.id, "w")
     back = store.get_job(job.id)
     assert back.state == "queued" and back.attempts == 0 and back.progress == pytest.approx(0.4)
