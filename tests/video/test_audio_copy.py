@@ -120,7 +120,7 @@ def test_audio_is_copied_when_the_container_carries_the_codec(codec, encoders, s
     src_codec, src_ch, src_rate, src_packets = audio_of(src)
     assert src_codec == codec and probe(src).others[0].codec == codec  # the codec id, not the decoder
     out = tmp_path / f"out{out_suffix}"
-    with caplog.at_level(logging.INFO, logger="genai.video.remaster"):
+    with caplog.at_level(logging.INFO, logger="genai.video"):
         result = remaster(src, out, RemasterConfig(), engine=engine)
     assert result.frames == len(frames)
     out_codec, out_ch, out_rate, out_packets = audio_of(out)

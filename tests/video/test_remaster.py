@@ -237,7 +237,7 @@ def test_subtitles_and_containers(tmp_path, engine, bunny_small, caplog):
         assert c.streams.audio[0].metadata.get("language") == "eng"
         assert c.streams.subtitles[0].metadata.get("language") == "fra"
         assert sum(1 for pkt in c.demux(c.streams.subtitles[0]) if pkt.size) == 2
-    with caplog.at_level("WARNING", logger="genai.video.remaster"):
+    with caplog.at_level("WARNING", logger="genai.video"):
         remaster(src, tmp_path / "o.mp4", RemasterConfig(), engine=engine)
     assert "(subrip) cannot be carried in .mp4: dropped" in caplog.text  # the codec id, not the decoder (srt)
     with av.open(str(tmp_path / "o.mp4")) as c:
@@ -344,17 +344,17 @@ def test_interlaced_input_is_detected_and_deinterlaced(tmp_path, engine, caplog)
     src = _encode_clip(tmp_path / "interlaced.mkv", _moving_bars(), interlaced=True)
     with av.open(str(src)) as c:
         assert next(c.decode(video=0)).interlaced_frame
-    with caplog.at_level("INFO", logger="genai.video.remaster"):
+    with caplog.at_level("INFO", logger="genai.video"):
         result = remaster(src, tmp_path / "out.mkv", RemasterConfig(), engine=engine)
     assert "deinterlacing with bwdif" in caplog.text
     assert result.frames == probe(tmp_path / "out.mkv").frames == 12
     caplog.clear()
     progressive = _encode_clip(tmp_path / "progressive.mkv", _moving_bars())
-    with caplog.at_level("INFO", logger="genai.video.remaster"):
+    with caplog.at_level("INFO", logger="genai.video"):
         remaster(progressive, tmp_path / "p.mkv", RemasterConfig(), engine=engine)
     assert "deinterlacing" not in caplog.text
     caplog.clear()
-    with caplog.at_level("INFO", logger="genai.video.remaster"):
+    with caplog.at_level("INFO", logger="genai.video"):
         remaster(progressive, tmp_path / "forced.mkv", RemasterConfig(deinterlace="on"), engine=engine)
     assert "deinterlacing with bwdif" in caplog.text and probe(tmp_path / "forced.mkv").frames == 12
 
