@@ -21,7 +21,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from genai.video import RemasterConfig, probe, remaster  # noqa: E402
 from pipelines.remaster import RayPool, remaster_on_ray  # noqa: E402
 from pipelines.remaster import main as ray_main  # noqa: E402
-from tests.video.conftest import MODEL  # noqa: E402
+from tests.video.clips import MODEL  # noqa: E402
 
 
 def frame_hashes(path) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 
 from serving.settings import Settings
 from serving.store import Store
-from tests.video.conftest import _video_model, bunny_small, cut_bunny  # noqa: F401 - fixtures used here
+from tests.video.clips import _video_model, bunny_small, cut_bunny  # noqa: F401 - fixtures used here
 
 MODEL = "realesr-animevideov3"  # the compact network: fast enough for many requests on a CPU
 

@@ -15,9 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from genai.engine import EngineConfig, Upscaler
 from genai.video import RemasterConfig, probe, remaster
-from tests.video.conftest import CARPHONE, MODEL
+from tests.video.clips import CARPHONE
 
 RATE = 48000
 SECONDS = 0.5
@@ -60,12 +59,6 @@ def frames() -> list[np.ndarray]:
             if len(out) == int(SECONDS * FPS):
                 break
     return out
-
-
-@pytest.fixture(scope="module")
-def engine(pulled):
-    pulled(MODEL)
-    return Upscaler(config=EngineConfig(model=MODEL, backend="torch"))
 
 
 def make_clip(path: Path, frames: list[np.ndarray], audio_encoder: str) -> Path:
