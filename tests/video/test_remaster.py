@@ -259,7 +259,8 @@ def test_unsupported_codec(tmp_path, genai_cli):
     data = clip.read_bytes()
     assert data.count(b"V_MPEG4/ISO/AVC") == 1
     (tmp_path / "unknown.mkv").write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_GENAI/NO/SUCH"))
-    proc = genai_cli("remaster", str(tmp_path / "unknown.mkv"), "-o", str(tmp_path / "o.mp4"), "-m", TINY, "--backend", "torch")
+    proc = genai_cli("remaster", str(tmp_path / "unknown.mkv"), "-o", str(tmp_path / "o.mp4"), "-m", TINY,
+                     "--backend", "torch")
     no_traceback(proc)
     assert proc.returncode == 1 and "unknown.mkv: unsupported video codec" in proc.stderr
     assert not (tmp_path / "o.mp4").exists()
