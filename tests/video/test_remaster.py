@@ -71,10 +71,10 @@ def test_10bit_bt709_limited_keeps_tags_and_levels(ramp_10bit, engine, tmp_path)
         y = np.frombuffer(frame.planes[0], np.uint16).reshape(frame.height, -1)[:, : frame.width]
     luma = np.array([0.2126, 0.7152, 0.0722])  # BT.709
     for i, level in enumerate(GREY_LEVELS):
-        # The network changes flat grey (the tiny model into a fine pattern, the same in every 2x2
-        # block of its x2 output), so the expected level is computed independently of swscale:
-        # limited-range 10-bit grey -> RGB value (level - 64) / 876, the network on that flat grey,
-        # its BT.709 luma, and back to 64 + 876 Y; compared as means over whole 2x2 blocks.
+        # The network changes flat grey (the tiny model into a fine periodic pattern), so the
+        # expected level is computed independently of swscale: limited-range 10-bit grey -> RGB
+        # value (level - 64) / 876, the network on that flat grey at the same x2, its BT.709 luma,
+        # and back to 64 + 876 Y; compared as means over regions of whole periods.
         v = (level - 64) / 876
         flat = np.full((16, 16, 3), round(v * 65535), np.uint16)
         rgb = engine.upscale(flat, scale=2).pixels[8:-8, 8:-8] / 65535
