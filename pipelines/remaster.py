@@ -1,6 +1,6 @@
 """Video remastering on Ray: the chunks of a video run as tasks on a pool of actors.
 
-The driver plans the chunks (``genai.video.remaster.prepare``), sends each unfinished chunk to
+The driver plans the chunks (``genai.video.prepare``), sends each unfinished chunk to
 a ``ChunkWorker`` actor (each loads the model once), writes the returned chunk into the work
 folder and the manifest as chunks complete (so a crash or Ctrl-C resumes, as the single-process
 path does), then assembles the output. Chunks travel back as bytes through Ray's object store:
@@ -40,7 +40,7 @@ from genai.errors import GenaiError
 from genai.paths import atomic_path
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
 from genai.registry import Registry
-from genai.video.remaster import (
+from genai.video import (
     Chunk, Plan, RemasterConfig, RemasterResult, encode_chunk, finish, mark_done, prepare,
 )
 from pipelines import entry

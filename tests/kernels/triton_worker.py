@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cases  # noqa: E402
 
-from kernels import AccumulateTile, NormalizeCanvas, RgbToYuv, YuvToRgb  # noqa: E402
+from kernels import AccumulateTile, NormalizeCanvas  # noqa: E402
+from kernels.experimental import RgbToYuv, YuvToRgb  # noqa: E402
 
 
 def run_yuv() -> dict:

@@ -1,4 +1,6 @@
-"""The Ray path on a real two-node Ray cluster (ray.cluster_utils.Cluster, on this machine)."""
+"""The Ray path on a real two-node Ray cluster (ray.cluster_utils.Cluster, on this machine), with
+the real default model: ``make test-all`` only (the chunk steps it runs are the ones the fast
+tests of tests/video run in process)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from genai.video import RemasterConfig, probe, remaster  # noqa: E402
 from pipelines.remaster import RayPool, remaster_on_ray  # noqa: E402
 from pipelines.remaster import main as ray_main  # noqa: E402
-from tests.video.conftest import MODEL  # noqa: E402
+from tests.video.clips import MODEL  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 
 def frame_hashes(path) -> list[str]:
@@ -152,7 +156,6 @@ def test_ray_job_survives_kill_9_of_a_busy_worker(two_node_cluster, bunny_small,
         pool.close()
 
 
-@pytest.mark.slow
 def test_ray_replaces_a_dead_worker_and_bounds_retries(two_node_cluster, bunny_small, tmp_path, pulled,
                                                         monkeypatch):
     """An actor dead for good (no restarts left) is replaced and its chunk sent again; a chunk
@@ -160,7 +163,7 @@ def test_ray_replaces_a_dead_worker_and_bounds_retries(two_node_cluster, bunny_s
     keeping the finished chunks for a resume."""
     import pipelines.remaster as pipeline
     from genai.errors import GenaiError
-    from genai.video.remaster import work_dir_for
+    from genai.video import work_dir_for
 
     pulled(MODEL)
     monkeypatch.setattr(pipeline, "CHUNK_RETRIES", 1)

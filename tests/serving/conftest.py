@@ -17,7 +17,7 @@ import pytest
 
 from serving.settings import Settings
 from serving.store import Store
-from tests.video.conftest import bunny_small, cut_bunny  # noqa: F401 - fixtures used here
+from tests.video.clips import bunny_small, cut_bunny  # noqa: F401 - fixtures used here
 
 MODEL = "realesr-animevideov3"  # the compact network: fast enough for many requests on a CPU
 TINY = "tiny-compact"  # the same architecture a few channels wide (tests/conftest.py): the fast tier

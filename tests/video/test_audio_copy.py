@@ -15,9 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from genai.sr import EngineConfig, Upscaler
 from genai.video import RemasterConfig, probe, remaster
-from tests.video.conftest import CARPHONE, MODEL
+from tests.video.clips import CARPHONE
 
 RATE = 48000
 SECONDS = 0.5
@@ -60,12 +59,6 @@ def frames() -> list[np.ndarray]:
             if len(out) == int(SECONDS * FPS):
                 break
     return out
-
-
-@pytest.fixture(scope="module")
-def engine(pulled):
-    pulled(MODEL)
-    return Upscaler(config=EngineConfig(model=MODEL, backend="torch"))
 
 
 def make_clip(path: Path, frames: list[np.ndarray], audio_encoder: str) -> Path:
@@ -120,7 +113,7 @@ def test_audio_is_copied_when_the_container_carries_the_codec(codec, encoders, s
     src_codec, src_ch, src_rate, src_packets = audio_of(src)
     assert src_codec == codec and probe(src).others[0].codec == codec  # the codec id, not the decoder
     out = tmp_path / f"out{out_suffix}"
-    with caplog.at_level(logging.INFO, logger="genai.video.remaster"):
+    with caplog.at_level(logging.INFO, logger="genai.video"):
         result = remaster(src, out, RemasterConfig(), engine=engine)
     assert result.frames == len(frames)
     out_codec, out_ch, out_rate, out_packets = audio_of(out)

@@ -1,9 +1,9 @@
 from genai.video import probe
 
 
-def test_fixture_clips_are_what_the_tests_need(bunny_small, vfr_clip, ramp_10bit):
-    b = probe(bunny_small)
-    assert (b.width, b.height, b.frames) == (160, 90, 50) and len(b.keyframes) >= 4
+def test_fixture_clips_are_what_the_tests_need(bunny_short, vfr_clip, ramp_10bit):
+    b = probe(bunny_short)
+    assert (b.width, b.height, b.frames) == (96, 54, 25) and len(b.keyframes) >= 4
     assert [s.codec for s in b.others] == ["aac"]
     v = probe(vfr_clip)
     assert v.frames == 24 and v.rate is not None

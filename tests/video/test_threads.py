@@ -6,24 +6,15 @@ records in the stream it writes.
 
 from __future__ import annotations
 
-import importlib
 import os
 from types import SimpleNamespace
 
 import av
-import pytest
 
-from genai.sr import EngineConfig, Upscaler
+from genai.sr import EngineConfig
 from genai.video import RemasterConfig, remaster
-from tests.video.conftest import MODEL
-
-R = importlib.import_module("genai.video.remaster")  # genai.video.remaster is also the function's name
-
-
-@pytest.fixture(scope="module")
-def engine(pulled):
-    pulled(MODEL)
-    return Upscaler(config=EngineConfig(model=MODEL, backend="torch", device="cpu"))
+from genai.video.encode import codec_threads
+from tests.video.clips import TINY
 
 
 def _x264_settings(path) -> dict[str, str]:
@@ -36,16 +27,16 @@ def _x264_settings(path) -> dict[str, str]:
 
 def test_on_cpu_the_codecs_get_the_cores_the_network_leaves(engine):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert R.codec_threads(engine) == 1  # the network takes every core: one codec thread
-    fewer = SimpleNamespace(backend=engine.backend, config=EngineConfig(model=MODEL, threads=1))
-    assert R.codec_threads(fewer) == max(1, cores - 1)
+    assert codec_threads(engine) == 1  # the network takes every core: one codec thread
+    fewer = SimpleNamespace(backend=engine.backend, config=EngineConfig(model=TINY, threads=1))
+    assert codec_threads(fewer) == max(1, cores - 1)
     gpu = SimpleNamespace(backend=SimpleNamespace(device="cuda:0"), config=engine.config)
-    assert R.codec_threads(gpu) == 0  # FFmpeg's own count: the cores are free
+    assert codec_threads(gpu) == 0  # FFmpeg's own count: the cores are free
 
 
-def test_the_encoder_runs_with_the_budgeted_threads(bunny_small, engine, tmp_path):
+def test_the_encoder_runs_with_the_budgeted_threads(bunny_short, engine, tmp_path):
     out = tmp_path / "out.mp4"
-    remaster(bunny_small, out, RemasterConfig(preview=0.5), engine=engine)
+    remaster(bunny_short, out, RemasterConfig(preview=0.5), engine=engine)
     x264 = _x264_settings(out)
     # FFmpeg's default would be sliced threads, one per core (threads=2 sliced_threads=1 on 2 cores)
     assert (x264["threads"], x264["sliced_threads"], x264["lookahead_threads"]) == ("1", "0", "1")

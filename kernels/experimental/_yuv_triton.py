@@ -1,4 +1,4 @@
-"""Triton kernels for kernels.yuv (imported only when Triton is asked for).
+"""Triton kernels for kernels.experimental.yuv (imported only when Triton is asked for).
 
 The arithmetic is written in the same order as the torch reference, so under the interpreter
 the results are bit-identical; on a GPU the compiler may fuse multiply-adds (a difference of

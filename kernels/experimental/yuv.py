@@ -157,7 +157,7 @@ def _downsample(x: torch.Tensor, fmt: YuvFormat) -> torch.Tensor:
 class YuvToRgb(KernelOp):
     """Y, U, V planes (HxW or NxHxW, uint8 for 8-bit, uint16 for 10-bit) -> Nx3xHxW float32 RGB in 0..1."""
 
-    triton_module = "kernels._yuv_triton"
+    triton_module = "kernels.experimental._yuv_triton"
 
     def __init__(self, fmt: YuvFormat, *, impl: ImplRequest = "auto", device: str | torch.device = "cpu") -> None:
         super().__init__(impl=impl, device=device)
@@ -193,14 +193,14 @@ class YuvToRgb(KernelOp):
         return torch.stack([r, g, b], dim=1).clamp(0.0, 1.0)
 
     def forward_triton(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        from kernels import _yuv_triton
+        from kernels.experimental import _yuv_triton
         return _yuv_triton.yuv_to_rgb(y, u, v, self.fmt, decode_coefficients(self.fmt))
 
 
 class RgbToYuv(KernelOp):
     """Nx3xHxW (or 3xHxW) float RGB in 0..1 -> (Y, U, V) planes, rounded and clamped to the code range."""
 
-    triton_module = "kernels._yuv_triton"
+    triton_module = "kernels.experimental._yuv_triton"
 
     def __init__(self, fmt: YuvFormat, *, impl: ImplRequest = "auto", device: str | torch.device = "cpu") -> None:
         super().__init__(impl=impl, device=device)
@@ -229,5 +229,5 @@ class RgbToYuv(KernelOp):
         return y, u, v
 
     def forward_triton(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        from kernels import _yuv_triton
+        from kernels.experimental import _yuv_triton
         return _yuv_triton.rgb_to_yuv(rgb, self.fmt, encode_coefficients(self.fmt))
