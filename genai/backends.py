@@ -74,13 +74,13 @@ class PrecisionChoice:
 
 
 def resolve_precision(precision: str, device: torch.device, desc: spandrel.ImageModelDescriptor,
-                      manifest: Manifest | None = None) -> PrecisionChoice:
+                      manifest: Manifest | None = None, backend: str = "torch") -> PrecisionChoice:
     """The dtype to run and why. ``auto``: fp16 on CUDA where the model supports it; on CPU bf16
     where the CPU has native bf16 and the manifest records a bf16 output >= 45 dB against fp32
-    (``genai models measure``), fp32 otherwise. Explicit requests are checked: fp16 needs CUDA;
+    on ``backend`` (``genai models measure``), fp32 otherwise. Explicit requests are checked: fp16 needs CUDA;
     bf16 needs a GPU or a CPU with native bf16."""
     if precision == "auto":
-        return _auto_precision(device, desc, manifest)
+        return _auto_precision(device, desc, manifest, backend)
     try:
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     except KeyError:
@@ -100,7 +100,7 @@ def resolve_precision(precision: str, device: torch.device, desc: spandrel.Image
 
 
 def _auto_precision(device: torch.device, desc: spandrel.ImageModelDescriptor,
-                    manifest: Manifest | None) -> PrecisionChoice:
+                    manifest: Manifest | None, backend: str = "torch") -> PrecisionChoice:
     arch = desc.architecture.id
     if device.type == "cuda":
         if desc.supports_half:
@@ -111,14 +111,15 @@ def _auto_precision(device: torch.device, desc: spandrel.ImageModelDescriptor,
     if not cpu_has_native_bf16():
         return PrecisionChoice(torch.float32, "this CPU has no native bf16 (AVX512-BF16 or AMX)")
     name = manifest.id if manifest else arch
-    figure = manifest.bf16_psnr_db if manifest else None
+    figure = manifest.bf16_psnr(backend) if manifest else None
     if figure is None:
-        return PrecisionChoice(torch.float32, f"no bf16 fidelity is recorded for {name} (genai models measure {name})")
+        return PrecisionChoice(torch.float32, f"no {backend} bf16 fidelity is recorded for {name} "
+                               f"(genai models measure {name})")
     if figure < BF16_MIN_PSNR_DB:
-        return PrecisionChoice(torch.float32, f"{name} in bf16 is {figure:.1f} dB against fp32 "
+        return PrecisionChoice(torch.float32, f"{name} in {backend} bf16 is {figure:.1f} dB against fp32 "
                                f"(< {BF16_MIN_PSNR_DB:.0f} dB)")
-    return PrecisionChoice(torch.bfloat16, f"native bf16 on this CPU, and {name} in bf16 is {figure:.1f} dB "
-                           f"against fp32 (>= {BF16_MIN_PSNR_DB:.0f} dB)")
+    return PrecisionChoice(torch.bfloat16, f"native bf16 on this CPU, and {name} in {backend} bf16 is "
+                           f"{figure:.1f} dB against fp32 (>= {BF16_MIN_PSNR_DB:.0f} dB)")
 
 
 _PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -377,7 +378,7 @@ class OpenVinoBackend:
         except ImportError as exc:
             raise BackendError("backend openvino: openvino is not installed (pip install 'genai[openvino]')") from exc
         choice = precision if isinstance(precision, PrecisionChoice) else \
-            resolve_precision(precision, torch.device("cpu"), desc, manifest)
+            resolve_precision(precision, torch.device("cpu"), desc, manifest, "openvino")
         hint = {torch.float32: "f32", torch.bfloat16: "bf16"}.get(choice.dtype)
         if hint is None:
             raise BackendError(f"backend openvino: precision {_PRECISION_NAMES[choice.dtype]} is not offered")
@@ -421,6 +422,14 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _cpu_auto(desc: spandrel.ImageModelDescriptor, precision: str) -> str:
+    """The CPU backend ``auto`` runs at ``precision``: the fastest installed one."""
+    kind = _CPU_BACKEND.get((desc.architecture.id, precision), "torch")
+    if kind == "openvino" and not (_installed("openvino") and _installed("onnxscript")):
+        kind = "onnx" if precision == "fp32" and _installed("onnxruntime") else "torch"
+    return kind
+
+
 def create_backend(kind: str, desc: spandrel.ImageModelDescriptor, manifest: Manifest, *,
                    device: str = "auto", precision: str = "auto", threads: int | None = None) -> Backend:
     """``auto``: torch on CUDA (fp16 where supported; TensorRT only when asked for); on CPU the
@@ -439,11 +448,10 @@ def create_backend(kind: str, desc: spandrel.ImageModelDescriptor, manifest: Man
         if kind == "openvino":
             raise BackendError("backend openvino: runs on the CPU here (device cpu)")
         return TorchBackend.create(desc, device, precision, manifest)
-    choice = resolve_precision(precision, dev, desc, manifest)
+    # the precision is chosen by the figure of the backend that would run it in bf16
+    choice = resolve_precision(precision, dev, desc, manifest, _cpu_auto(desc, "bf16") if kind == "auto" else kind)
     if kind == "auto":
-        kind = _CPU_BACKEND.get((desc.architecture.id, _PRECISION_NAMES[choice.dtype]), "torch")
-        if kind == "openvino" and not (_installed("openvino") and _installed("onnxscript")):
-            kind = "onnx" if choice.dtype == torch.float32 and _installed("onnxruntime") else "torch"
+        kind = _cpu_auto(desc, _PRECISION_NAMES[choice.dtype])
     if kind == "openvino":
         return OpenVinoBackend.create(desc, manifest, choice, threads)
     if kind == "onnx":

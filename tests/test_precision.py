@@ -20,8 +20,7 @@ from genai.backends import (
     tensorrt_options,
 )
 from genai.engine import EngineConfig, Upscaler
-from genai.fidelity import measure_bf16, psnr
-from genai.registry import Registry
+from genai.fidelity import psnr
 from genai.weights.fetch import load_descriptor
 
 NATIVE_BF16 = backends.cpu_has_native_bf16()
@@ -33,12 +32,6 @@ CPU = torch.device("cpu")
 def compact(pulled):
     m = pulled("realesr-animevideov3")
     return m, load_descriptor(m)
-
-
-def test_every_builtin_model_records_its_bf16_figure(registry):
-    for m in registry:
-        assert m.bf16_psnr_db is not None, f"{m.id}: run genai models measure {m.id} --write"
-        assert 20 < m.bf16_psnr_db < 100
 
 
 @pytest.mark.parametrize("native, figure, expect, why", [
@@ -55,30 +48,6 @@ def test_auto_precision_on_cpu_follows_the_cpu_and_the_measured_figure(compact, 
     assert choice.dtype == expect
     assert why in choice.reason
     assert resolve_precision("fp32", CPU, desc, manifest).dtype == torch.float32  # explicit wins
-
-
-@needs_bf16
-def test_the_recorded_figure_is_what_measuring_gives(compact):
-    manifest, _ = compact
-    assert measure_bf16(manifest) == pytest.approx(manifest.bf16_psnr_db, abs=0.3)
-
-
-def test_measure_writes_the_figure_into_the_manifest_file_only(tmp_path, compact):
-    manifest, _ = compact
-    folder = tmp_path / "models" / manifest.id
-    folder.mkdir(parents=True)
-    original = (manifest.folder / "model.yaml").read_text()
-    (folder / "model.yaml").write_text(original)
-    (tmp_path / "models" / "index.yaml").write_text(f"models: [{manifest.id}]\n")
-    reg = Registry(builtin_dir=tmp_path / "models", home=manifest.home)
-    path = reg.record(reg.get(manifest.id), "bf16_psnr_db", 47.5)
-    text = path.read_text()
-    assert text.count("bf16_psnr_db:") == 1 and "bf16_psnr_db: 47.5" in text
-    assert [ln for ln in text.splitlines() if not ln.startswith("bf16_psnr_db")] == \
-        [ln for ln in original.splitlines() if not ln.startswith("bf16_psnr_db")]
-    assert reg.get(manifest.id).bf16_psnr_db == 47.5
-    with pytest.raises(Exception, match="not a measured manifest field"):
-        reg.record(reg.get(manifest.id), "license", 1.0)
 
 
 @needs_bf16
