@@ -87,10 +87,11 @@ class Manifest(BaseModel):
         "beyond the network's own size requirements: Real-CUGAN's forward pads and crops by Python "
         "branches on the input size, which an ONNX export freezes, so its tiles are a multiple of 4"
     )
-    bf16_psnr_db: float | None = Field(
-        None, description="PSNR (dB) of the model's bf16 output against its fp32 output on the reference "
-        "images (the lowest of them), measured by `genai models measure ID`; --precision auto runs bf16 "
-        "on CPUs with native bf16 only where this is >= 45"
+    bf16_psnr_db: dict[str, float] | float | None = Field(
+        None, description="per backend (torch, openvino), the PSNR (dB) of the model's bf16 output against "
+        "that backend's fp32 output, the lowest over the measurement set (genai.fidelity), measured by "
+        "`genai models measure ID`; --precision auto runs bf16 on a backend only where its figure is >= 45. "
+        "A single number (manifests measured before the figures were per backend) is the torch figure."
     )
     sources: list[Source]
     folder: Path | None = Field(None, exclude=True)
@@ -107,7 +108,15 @@ class Manifest(BaseModel):
     def bf16_psnr(self, backend: str) -> float | None:
         """The recorded bf16 fidelity (dB against fp32) of this model on ``backend`` (torch,
         openvino, ...), or None where it was not measured. --precision auto reads it."""
-        return self.bf16_psnr_db
+        return self.bf16_figures().get(backend)
+
+    def bf16_figures(self) -> dict[str, float]:
+        """The recorded bf16 figures by backend ({} where none was measured)."""
+        if self.bf16_psnr_db is None:
+            return {}
+        if isinstance(self.bf16_psnr_db, dict):
+            return dict(self.bf16_psnr_db)
+        return {"torch": self.bf16_psnr_db}
 
     def expected_sha256(self) -> set[str]:
         """Digests a present weights file may have: the one the manifest states, or the one
@@ -188,13 +197,19 @@ class Registry:
                 f"unknown model {model_id!r}; known models: {', '.join(self.ids()) or '(none)'}"
             ) from None
 
-    def record(self, manifest: Manifest, field: str, value: float) -> Path:
-        """Set a measured top-level scalar (e.g. ``bf16_psnr_db``) in the manifest's file, leaving
-        the rest of the file as written; returns the file."""
+    def record(self, manifest: Manifest, field: str, value: float | dict[str, float]) -> Path:
+        """Set a measured top-level field (e.g. ``bf16_psnr_db``: a number, or numbers by name) in
+        the manifest's file, on one line, leaving the rest of the file as written; returns the file."""
         if field not in MEASURED_FIELDS:
             raise ModelError(f"{field!r} is not a measured manifest field")
         path = manifest.folder / "model.yaml"
-        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith(f"{field}:")]
+        lines, inside = [], False
+        for ln in path.read_text().splitlines():  # drop the field, and its indented lines if it had any
+            inside = ln.startswith(f"{field}:") or (inside and ln.startswith(" "))
+            if not inside:
+                lines.append(ln)
+        if isinstance(value, dict):
+            value = "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
         lines.append(f"{field}: {value}")
         text = "\n".join(lines) + "\n"
         Manifest(**yaml.safe_load(text))  # still a valid manifest

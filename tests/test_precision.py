@@ -13,12 +13,21 @@ import pytest
 import torch
 
 import genai.sr.backends as backends
-from genai.fidelity import measure_bf16, psnr
-from genai.registry import Manifest, Registry
+from genai.fidelity import psnr
+from genai.registry import Manifest
 from genai.sr import EngineConfig, Upscaler
 from genai.sr.backends import (
-    BF16_MIN_PSNR_DB, Backend, BackendError, OnnxBackend, OpenVinoBackend, TensorrtProfile, TorchBackend,
-    default_tensorrt_profile, precision, resolve_cpu, resolve_precision,
+    BF16_MIN_PSNR_DB,
+    Backend,
+    BackendError,
+    OnnxBackend,
+    OpenVinoBackend,
+    TensorrtProfile,
+    TorchBackend,
+    default_tensorrt_profile,
+    precision,
+    resolve_cpu,
+    resolve_precision,
 )
 from genai.sr.backends.onnx import tensorrt_cache_dir, tensorrt_options
 from genai.weights.fetch import load_descriptor
@@ -46,12 +55,6 @@ def figures(monkeypatch):
     monkeypatch.setattr(Manifest, "bf16_psnr", bf16_psnr)
     table["asked"] = asked
     return table
-
-
-def test_every_builtin_model_records_its_bf16_figure(registry):
-    for m in (m for m in registry if m.folder.parent == registry.builtin_dir):
-        assert m.bf16_psnr_db is not None, f"{m.id}: run genai models measure {m.id} --write"
-        assert 20 < m.bf16_psnr_db < 100
 
 
 @pytest.mark.parametrize("native, figure, expect, why", [
@@ -146,31 +149,6 @@ def test_real_model_runs_bf16_by_default_and_keeps_the_gate(pulled, astronaut):
     expect = "openvino" if backends._installed("openvino") else "torch"
     assert (auto.backend.name, auto.backend.precision) == (expect, "bf16")
     assert psnr(auto.upscale(img).pixels, fp32.upscale(img).pixels) >= BF16_MIN_PSNR_DB
-
-
-@pytest.mark.slow
-@needs_bf16
-def test_the_recorded_figure_is_what_measuring_gives(pulled):
-    manifest = pulled("realesr-animevideov3")
-    assert measure_bf16(manifest) == pytest.approx(manifest.bf16_psnr_db, abs=0.3)
-
-
-def test_measure_writes_the_figure_into_the_manifest_file_only(tmp_path, registry):
-    manifest = registry.get("realesr-animevideov3")
-    folder = tmp_path / "models" / manifest.id
-    folder.mkdir(parents=True)
-    original = (manifest.folder / "model.yaml").read_text()
-    (folder / "model.yaml").write_text(original)
-    (tmp_path / "models" / "index.yaml").write_text(f"models: [{manifest.id}]\n")
-    reg = Registry(builtin_dir=tmp_path / "models", home=manifest.home)
-    path = reg.record(reg.get(manifest.id), "bf16_psnr_db", 47.5)
-    text = path.read_text()
-    assert text.count("bf16_psnr_db:") == 1 and "bf16_psnr_db: 47.5" in text
-    assert [ln for ln in text.splitlines() if not ln.startswith("bf16_psnr_db")] == \
-        [ln for ln in original.splitlines() if not ln.startswith("bf16_psnr_db")]
-    assert reg.get(manifest.id).bf16_psnr_db == 47.5
-    with pytest.raises(Exception, match="not a measured manifest field"):
-        reg.record(reg.get(manifest.id), "license", 1.0)
 
 
 def test_unavailable_backends_are_refused_in_a_line(tiny, capsys):

@@ -26,10 +26,10 @@ def register(sub) -> None:
                       help="also export the ONNX file (OpenVINO and ONNX Runtime read it)")
     pull.set_defaults(handler=cmd_pull)
     measure = msub.add_parser("measure",
-                              help="PSNR of each model's bf16 output against fp32 (what --precision auto reads)")
+                              help="PSNR of bf16 against fp32 on each CPU backend (what --precision auto reads)")
     measure.add_argument("ids", nargs="*", metavar="ID")
     measure.add_argument("--all", action="store_true", help="every model")
-    measure.add_argument("--write", action="store_true", help="store the figure in the model's manifest")
+    measure.add_argument("--write", action="store_true", help="store the figures in the model's manifest")
     measure.add_argument("--threads", type=positive_int)
     measure.set_defaults(handler=cmd_measure)
     engine = msub.add_parser("build-engine",
@@ -62,16 +62,23 @@ def cmd_list(args: argparse.Namespace) -> int:
             except GenaiError:
                 status = "sha256 mismatch"
         rows.append({"id": m.id, "architecture": m.architecture, "scale": m.scale, "content": m.content,
-                     "license": m.license, "weights": status, "bf16_psnr_db": m.bf16_psnr_db})
+                     "license": m.license, "weights": status, "bf16_psnr_db": m.bf16_figures() or None})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     cols = ["id", "architecture", "scale", "content", "license", "weights", "bf16_psnr_db"]
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols} if rows else {c: len(c) for c in cols}
+    widths = {c: max([len(c)] + [len(_cell(r[c])) for r in rows]) for c in cols}
     print("  ".join(c.upper().ljust(widths[c]) for c in cols))
     for r in rows:
-        print("  ".join(("-" if r[c] is None else str(r[c])).ljust(widths[c]) for c in cols))
+        print("  ".join(_cell(r[c]).ljust(widths[c]) for c in cols))
     return 0
+
+
+def _cell(value) -> str:
+    """A `models list` table cell: "-" for none, "torch 42.8, openvino 43.7" for figures by backend."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return "-" if value is None else str(value)
 
 
 def _each_model(args: argparse.Namespace, ids: list[str], verb: str, work) -> int:
@@ -114,10 +121,17 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from genai.sr.backends.precision import BF16_MIN_PSNR_DB
 
     def measure(registry, m) -> str:
-        figure = round(min(measure_bf16(m, registry=registry, threads=args.threads), 99.0), 1)  # 99: identical
-        verdict = "auto runs bf16 on CPUs with native bf16" if figure >= BF16_MIN_PSNR_DB else "auto stays fp32"
-        where = f"; written to {registry.record(m, 'bf16_psnr_db', figure)}" if args.write else ""
-        return f"{m.id}: bf16 {figure:.1f} dB against fp32 ({verdict}){where}"
+        lines, figures = [], {}
+        for b, f in measure_bf16(m, registry=registry, threads=args.threads).items():
+            if f.db is None:
+                lines.append(f"  {b}: not measured ({f.note})")
+                continue
+            figures[b] = round(f.db, 1)  # 99.0: identical
+            verdict = "auto may run bf16" if figures[b] >= BF16_MIN_PSNR_DB else "auto stays fp32"
+            lines.append(f"  {b}: bf16 {figures[b]:.1f} dB against {b} fp32, lowest on {f.worst} ({verdict})")
+        if args.write and figures:  # a backend not measurable here keeps the figure it had
+            lines.append(f"  written to {registry.record(m, 'bf16_psnr_db', {**m.bf16_figures(), **figures})}")
+        return "\n".join([f"{m.id}:", *lines])
 
     return _each_model(args, Registry().ids() if args.all else args.ids, "measure", measure)
 
