@@ -23,6 +23,17 @@ uvicorn = pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.slow  # a browser, real models, jobs run to the end
 
 
+def download(page, selector: str, name: str, dest: Path) -> Path:
+    """Click the download link ``selector`` (its file name must be ``name``) and save what the
+    browser receives to ``dest``."""
+    link = page.locator(selector)
+    assert link.get_attribute("download") == name
+    with page.expect_download() as info:
+        link.click()
+    info.value.save_as(dest)
+    return dest
+
+
 @contextmanager
 def serve(data_dir: Path, job_workers: int):
     """The gateway on a free loopback port: yields (base URL, API key)."""
@@ -149,12 +160,7 @@ def test_upscale_image_shows_comparison_and_download(page, tmp_path, astronaut):
 
     link = page.locator("#download")
     assert link.get_attribute("href").startswith("blob:")
-    assert link.get_attribute("download") == "astronaut_192x192.png"
-    with page.expect_download() as info:
-        link.click()
-    saved = tmp_path / "download.png"
-    info.value.save_as(saved)
-    with PILImage.open(saved) as im:
+    with PILImage.open(download(page, "#download", "astronaut_192x192.png", tmp_path / "download.png")) as im:
         assert im.size == (192, 192)
 
 
@@ -208,10 +214,5 @@ def test_video_job_runs_to_a_result(browser, worker_server, clip, tmp_path):
         page.wait_for_function("() => document.getElementById('result-size').textContent === '192x128'")
         assert page.eval_on_selector("#result-video", "v => [v.videoWidth, v.videoHeight]") == [192, 128]
 
-        link = page.locator("#download")
-        assert link.get_attribute("download") == "pan_remastered.mp4"
-        with page.expect_download() as info:
-            link.click()
-        saved = tmp_path / "result.mp4"
-        info.value.save_as(saved)
+        saved = download(page, "#download", "pan_remastered.mp4", tmp_path / "result.mp4")
         assert saved.read_bytes()[4:8] == b"ftyp"

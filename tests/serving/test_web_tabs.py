@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from tests.serving.test_web import browser, open_page, page, server, worker_server  # noqa: F401 - fixtures
+from tests.serving.test_web import browser, download, open_page, page, server, worker_server  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow  # a browser, real models, jobs run to the end
 
@@ -277,13 +277,7 @@ def test_design_tab_proposes_and_sweeps(browser, worker_server, tmp_path):
         assert page.get_attribute("#design-preview", "src") != first_preview
         assert f"mass {cells[1][3]}" in page.text_content("#design-metrics")
 
-        link = page.locator("#sweep-download")
-        assert link.get_attribute("download") == "mbb_designs.zip"
-        with page.expect_download() as info:
-            link.click()
-        saved = tmp_path / "designs.zip"
-        info.value.save_as(saved)
-        with zipfile.ZipFile(saved) as z:
+        with zipfile.ZipFile(download(page, "#sweep-download", "mbb_designs.zip", tmp_path / "designs.zip")) as z:
             names = set(z.namelist())
         assert {"summary.json", "design_000/design.glb", "design_001/preview.png"} <= names
 
@@ -362,11 +356,8 @@ def test_synth_tab_trains_samples_and_makes_a_dataset(browser, worker_server, im
         page.locator("#dataset-output").wait_for(state="visible", timeout=180_000)
         assert page.locator("#error").is_hidden()
         assert page.text_content("#dataset-state").startswith("succeeded 100")
-        with page.expect_download() as info:
-            page.click("#dataset-download")
-        saved = tmp_path / "dataset.zip"
-        info.value.save_as(saved)
-        with zipfile.ZipFile(saved) as z:
+        name = page.get_attribute("#dataset-download", "download")
+        with zipfile.ZipFile(download(page, "#dataset-download", name, tmp_path / "dataset.zip")) as z:
             pngs = [n for n in z.namelist() if n.endswith(".png")]
             assert any(n.endswith("dataset.json") for n in z.namelist())
         for name in SYNTH_CLASSES:
