@@ -163,7 +163,7 @@ def cmd_generate(args: argparse.Namespace, run_sweep=None) -> int:
     from genai.design.run import generate, parse_vary, variants
 
     spec = P.load_spec(args.spec)
-    points = variants(args.n, parse_vary(args.vary))
+    points = variants(args.n, parse_vary(args.vary, spec))
     with Bar("design", quiet=args.quiet) as bar:
         summary = (run_sweep or generate)(spec, args.out, points, progress=bar)
     front = summary["pareto_front"]

@@ -25,6 +25,15 @@ from genai.errors import InputError
 
 FACES = ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax")
 AXES = {"x": 0, "y": 1, "z": 2}
+LENGTHS = ("rmin", "min_member_size")  # the filter's lengths: at most the domain's largest extent
+
+
+def length_error(name: str, value: float | None, extent: int, h: float) -> str | None:
+    """Why ``value`` is too long for a domain whose largest side is ``extent`` elements of side h."""
+    limit, unit = (extent, "elements") if name == "rmin" else (extent * h, "in the spec's units")
+    if value is not None and value > limit * (1 + 1e-9):
+        return f"{value:g} is over the domain's largest extent ({limit:g} {unit})"
+    return None
 
 
 class _Model(BaseModel):
@@ -127,6 +136,14 @@ class Spec(_Model):
     projection: bool = True
     optimizer: Literal["oc", "mma"] = "oc"
     max_iterations: int = Field(200, ge=1)
+
+    @field_validator(*LENGTHS)
+    @classmethod
+    def _within_domain(cls, v, info):
+        domain = info.data.get("domain")
+        if domain and (msg := length_error(info.field_name, v, max(domain.resolution), domain.h)):
+            raise ValueError(msg)
+        return v
 
     @field_validator("supports")
     @classmethod

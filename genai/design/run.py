@@ -20,7 +20,7 @@ import numpy as np
 
 from genai.design import mesh as meshing
 from genai.design.optimize import DesignResult, Settings, optimize
-from genai.design.problem import Spec, discretize, volume_fraction_for
+from genai.design.problem import LENGTHS, Spec, discretize, length_error, volume_fraction_for
 from genai.errors import InputError
 from genai.paths import atomic_path
 from genai.progress import CancelFn, Progress, ProgressFn, check_cancel
@@ -41,8 +41,9 @@ class Variant:
         return f"design_{self.index:03d}"
 
 
-def parse_vary(items: list[str]) -> dict[str, tuple[float, float]]:
-    """``["volfrac=0.2:0.5", "rmin=1.5:3"]`` -> ranges; a single value is a fixed override."""
+def parse_vary(items: list[str], spec: Spec | None = None) -> dict[str, tuple[float, float]]:
+    """``["volfrac=0.2:0.5", "rmin=1.5:3"]`` -> ranges; a single value is a fixed override. With
+    ``spec``, the lengths' ranges are checked against its domain (before the sweep starts)."""
     out = {}
     for item in items:
         key, sep, rng = item.partition("=")
@@ -55,8 +56,20 @@ def parse_vary(items: list[str]) -> dict[str, tuple[float, float]]:
             raise InputError(f"--vary {item!r}: LOW and HIGH must be numbers") from None
         if key == "volfrac" and not (0 < lo_v < 1 and 0 < hi_v < 1):
             raise InputError(f"--vary {item!r}: a volume fraction must be in (0, 1)")
+        if key in LENGTHS and min(lo_v, hi_v) <= 0:
+            raise InputError(f"--vary {item!r}: {key} must be positive")
         out[key] = (lo_v, hi_v)
+    if spec is not None and (lengths := [k for k in out if k in LENGTHS]):
+        problem = discretize(spec) if spec.domain is None else None  # a design space's extent: its mesh
+        extent = _extent(problem) if problem else (max(spec.domain.resolution), spec.domain.h)
+        for key in lengths:
+            if msg := length_error(key, max(out[key]), *extent):
+                raise InputError(f"--vary {key}={out[key][0]:g}:{out[key][1]:g}: {msg}")
     return out
+
+
+def _extent(problem) -> tuple[int, float]:
+    return max(problem.grid.element_shape), problem.element_size
 
 
 def variants(n: int, ranges: dict[str, tuple[float, float]]) -> list[Variant]:
@@ -75,7 +88,11 @@ def variants(n: int, ranges: dict[str, tuple[float, float]]) -> list[Variant]:
 
 
 def settings_for(spec: Spec, problem, values: dict, overrides: dict | None = None) -> Settings:
+    """The optimizer's settings for one design; its lengths checked against the grid first."""
     v = dict(values)
+    for key in LENGTHS:
+        if msg := length_error(key, v.get(key, getattr(spec, key)), *_extent(problem)):
+            raise InputError(f"{key}: {msg}")
     if "mass" in v:
         spec = spec.model_copy(update={"mass": v.pop("mass"), "volume_fraction": None})
     if "volfrac" not in v:

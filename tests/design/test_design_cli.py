@@ -107,3 +107,25 @@ def test_bad_arguments_are_one_line(capsys, tmp_path, argv, message):
     code, _, err = genai(capsys, "design", *argv, "--out", tmp_path / "o")
     assert code == 2 and message in err, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--problem", "mbb", "--nelx", "64", "--nely", "64", "--rmin", "100000"],
+     "rmin: 100000 is over the domain's largest extent (64 elements)"),
+    (["generate", "mbb", "--vary", "rmin=5000:6000"], "--vary rmin=5000:6000: 6000 is over the domain's largest "
+                                                       "extent (60 elements)"),
+    (["generate", "mbb", "--vary", "min_member_size=1:1000"], "1000 is over the domain's largest extent (60 in the "
+                                                              "spec's units)"),
+])
+def test_a_filter_longer_than_the_domain_is_one_line_before_any_work(capsys, tmp_path, argv, message):
+    code, out, err = genai(capsys, "design", *argv, "--out", tmp_path / "o")
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and not out
+    assert not (tmp_path / "o").exists()
+
+
+def test_propose_refuses_a_spec_whose_filter_is_longer_than_the_domain(capsys, tmp_path):
+    spec = _spec(tmp_path, min_member_size=100)
+    code, _, err = genai(capsys, "design", "propose", "--spec", spec, "--out", tmp_path / "o")
+    assert code == 2 and "min_member_size: 100 is over the domain's largest extent (24 in the spec's units)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
