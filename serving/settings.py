@@ -60,6 +60,13 @@ class Settings(BaseSettings):
                                                             "this long after it ends (0: kept)")
     max_design_elements: int = Field(200_000, gt=0, description="elements of a design grid (jobs and propose)")
     max_synth_images: int = Field(20_000, gt=0, description="images of one synth-sample job")
+    # work bounds, checked at submission (422): what one unit costs on a 2-core CPU is in serving/README.md
+    max_design_work: int = Field(200_000_000, gt=0, description="elements x iterations x designs of a design job "
+                                                               "(propose: elements x refine)")
+    max_train_work: int = Field(4_000_000_000, gt=0, description="steps x batch x image pixels of a synth-train job")
+    max_sample_work: int = Field(500_000, gt=0, description="images x sampler steps of a synth-sample job or "
+                                                           "synth:sample")
+    max_video_work: int = Field(100_000_000_000, gt=0, description="output pixels x frames of a remaster job")
     design_model: str = Field("topogen-64", description="the learned topology generator of designs:propose")
 
     @model_validator(mode="after")

@@ -23,12 +23,14 @@ To add a kind: write the module and list it in ``KINDS``.
 from __future__ import annotations
 
 import importlib
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
+from genai.errors import InputError
 from genai.paths import atomic_path
 from genai.progress import CancelFn, ProgressFn
 
@@ -77,6 +79,16 @@ class Outcome:
     result: str  # the main download: a path inside the job's folder
     chunks_resumed: int = 0
     rate: float | None = None  # units of work per second over the run, for the record
+
+
+def check_work(fields: str, factors: tuple[int, ...], limit: int, setting: str) -> int:
+    """Refuse, at submission (before a job is queued or a route works), work whose size (the
+    product of ``factors``, named by ``fields``) is over the service's ``setting``."""
+    work = math.prod(factors)
+    if work > limit:
+        raise InputError(f"{fields}: {' x '.join(f'{f:,}' for f in factors)} = {work:,}, over this service's "
+                         f"limit of {limit:,} ({setting})")
+    return work
 
 
 def zip_folder(src: Path, dst: Path) -> Path:

@@ -20,7 +20,7 @@ from genai.design.run import generate, parse_vary, variants
 from genai.errors import InputError
 
 from serving.errors import TooLarge, reworded
-from serving.kinds import Outcome, Run, Submit, zip_folder
+from serving.kinds import Outcome, Run, Submit, check_work, zip_folder
 
 NAME, UNIT, UPLOAD = "design", "design", "optional"
 UPLOAD_WHAT = "a design spec (YAML or JSON text)"
@@ -121,8 +121,10 @@ def check(ctx: Submit) -> tuple[dict, str]:
                            f"{settings.max_design_elements:,}")
         if spec.max_iterations > MAX_ITERATIONS:
             raise InputError(f"spec.max_iterations: at most {MAX_ITERATIONS} on this service")
+        points = variants(form.n, parse_vary(vary, spec))
+        check_work("elements x max_iterations x n", (elements, spec.max_iterations, len(points)),
+                   settings.max_design_work, "max_design_work")
         problem = discretize(spec)
-        points = variants(form.n, parse_vary(vary))
     except InputError as exc:
         raise reworded(exc, str(exc).replace("--vary", "vary").replace("-n ", "n ")) from None
     options = {"spec": spec.model_dump(mode="json", exclude_none=True), "n": len(points), "vary": vary,

@@ -14,7 +14,7 @@ from genai.video.probe import probe
 from genai.video.remaster import RemasterConfig, plan, remaster
 
 from serving.errors import TooLarge, Unreadable, reworded
-from serving.kinds import Outcome, Run, Submit
+from serving.kinds import Outcome, Run, Submit, check_work
 from serving.routes.images import check_model, safe_stem
 from serving.sniff import VIDEO_SUFFIX, video_type
 
@@ -71,9 +71,11 @@ def check(ctx: Submit) -> tuple[dict, str]:
     try:
         target_size(info.height, info.width, native=manifest.scale, scale=form.scale, width=form.width,
                     height=form.height)
-        plan(path, _config(options), manifest.scale)
+        p = plan(path, _config(options), manifest.scale)
     except InputError as exc:
         raise reworded(exc, str(exc).replace(str(path), f"file: {name}").replace("--", "")) from None
+    check_work("output pixels (scale/width/height) x frames (start/end/preview)", (p.out_width * p.out_height,
+               p.frames), service.settings.max_video_work, "max_video_work")
     return options, name
 
 

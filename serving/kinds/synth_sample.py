@@ -14,7 +14,7 @@ from genai.paths import atomic_path
 from genai.synth.diffusion import MODEL_JSON, SampleConfig, read_json, sample_folder
 
 from serving.errors import Conflict, Gone, NotFound, TooLarge
-from serving.kinds import Outcome, Run, Submit, synth_train, zip_folder
+from serving.kinds import Outcome, Run, Submit, check_work, synth_train, zip_folder
 
 NAME, UNIT, UPLOAD = "synth-sample", "image", "none"
 UPLOAD_WHAT = "nothing (the generator is named by its id)"
@@ -77,6 +77,7 @@ def check(ctx: Submit) -> tuple[dict, str]:
     total = sum(counts.values())
     if total > settings.max_synth_images:
         raise TooLarge(f"{total:,} images asked for, over the limit of {settings.max_synth_images:,} a job")
+    check_work("images x steps", (total, form.steps), settings.max_sample_work, "max_sample_work")
     options = {**form.model_dump(exclude={"kind", "per_class", "classes"}), "counts": counts}
     return options, job.input_name
 

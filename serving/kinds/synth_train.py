@@ -19,7 +19,7 @@ from genai.synth.data import load_imagefolder
 from genai.synth.diffusion import MODEL_JSON, WEIGHTS, TrainConfig, read_json
 from genai.synth.training import train
 
-from serving.kinds import Outcome, Run, Submit, zip_folder
+from serving.kinds import Outcome, Run, Submit, check_work, zip_folder
 from serving.routes.images import safe_stem
 
 NAME, UNIT, UPLOAD = "synth-train", "step", "required"
@@ -102,6 +102,8 @@ def check(ctx: Submit) -> tuple[dict, str]:
         data = _load(scratch, ctx.upload, name, ctx.form.size, max_bytes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    check_work("steps x batch x image pixels", (ctx.form.steps, ctx.form.batch, data.size[0] * data.size[1]),
+               ctx.service.settings.max_train_work, "max_train_work")
     options = {**ctx.form.model_dump(exclude={"kind"}), "classes": data.classes, "images": len(data),
                "image_size": list(data.size)}
     return options, safe_stem(ctx.upload_name, "dataset")

@@ -16,6 +16,7 @@ from genai.errors import InputError
 
 from serving.deps import Caller, ServiceDep, errors, timed
 from serving.errors import TooLarge
+from serving.kinds import check_work
 from serving.kinds.design import MAX_SPEC_BYTES, spec_of
 
 router = APIRouter(tags=["design"])
@@ -62,7 +63,7 @@ def problems(owner: Caller) -> ProblemList:
     return ProblemList(problems=out)
 
 
-def _spec(body: ProposeRequest, max_elements: int) -> dict:
+def _spec(body: ProposeRequest, settings) -> dict:
     import json
 
     text = body.spec if isinstance(body.spec, str) else None if body.spec is None else json.dumps(body.spec)
@@ -73,15 +74,17 @@ def _spec(body: ProposeRequest, max_elements: int) -> dict:
     if len(res) != 2:
         raise InputError(f"{spec.name}: the learned generator proposes 2D designs; this problem is 3D "
                          "(submit a design job instead)")
-    if math.prod(res) > max_elements:
-        raise TooLarge(f"the design grid has {math.prod(res):,} elements, over the limit of {max_elements:,}")
+    if math.prod(res) > settings.max_design_elements:
+        raise TooLarge(f"the design grid has {math.prod(res):,} elements, over the limit of "
+                       f"{settings.max_design_elements:,}")
+    check_work("elements x refine", (math.prod(res), body.refine), settings.max_design_work, "max_design_work")
     P.discretize(spec)  # bad regions fail here, before the generator's replica
     return spec.model_dump(mode="json", exclude_none=True)
 
 
 @router.post("/v1/designs:propose", response_model=ProposeOut, responses=errors(400, 413, 503, 504))
 async def propose(body: ProposeRequest, owner: Caller, service: ServiceDep) -> ProposeOut:
-    spec = await run_in_threadpool(_spec, body, service.settings.max_design_elements)
+    spec = await run_in_threadpool(_spec, body, service.settings)
     out, _ = await timed(service, "the design", service.metrics.generator_seconds.labels("design"),
                          lambda: service.inference.propose(spec, refine=body.refine))
     b64 = {k: base64.b64encode(v).decode() for k, v in out.items() if isinstance(v, bytes)}

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from serving.deps import Caller, ServiceDep, errors, timed
 from serving.errors import TooLarge
-from serving.kinds import synth_train
+from serving.kinds import check_work, synth_train
 from serving.kinds.synth_sample import counts_of, find_generator
 
 router = APIRouter(tags=["synthetic data"])
@@ -70,6 +70,7 @@ async def sample(body: SampleRequest, owner: Caller, service: ServiceDep) -> Sam
     total = sum(counts.values())
     if total > MAX_SYNC_IMAGES:
         raise TooLarge(f"{total} images asked for, over {MAX_SYNC_IMAGES} at once (submit a synth-sample job for more)")
+    check_work("images x steps", (total, body.steps), service.settings.max_sample_work, "max_sample_work")
     run_dir = str(synth_train.generator_dir(service.storage, job))
     out, _ = await timed(service, "sampling", service.metrics.generator_seconds.labels("synth"),
                          lambda: service.inference.sample(job.id, run_dir, counts, seed=body.seed, steps=body.steps,
