@@ -12,16 +12,20 @@ and the gateway's overhead against calling the engine directly.
   the engines in the Upscaler deployment (two Ray hops: proxy -> Gateway -> Upscaler) and in
   the Gateway's replica (``image_inference="ingress"``: one hop);
   It includes PNG decoding and encoding, the proxy, the handle call and the object transfer;
-* load (``--parts load``): 32 clients for 60 s on loopback, 28 sending synchronous upscales and
-  4 submitting remaster jobs and following them; every answer's status counted (429s are the
-  documented job quota), the resident memory of every process of the service (driver, GCS,
-  raylet, proxy, replicas, workers) at the start and the end, and the data folder's size with
-  a short result retention (results deleted while the test runs);
+* load (``--parts load``): 32 clients for ``--load-seconds`` on loopback, 28 sending synchronous
+  upscales and 4 submitting remaster jobs and following them; every answer's status counted
+  (429s are the documented job quota); the resident memory of every process of the service
+  (driver, GCS, raylet, Ray's agents, Serve controller and proxy, replicas, chunk workers) and
+  the data folder's size (short result retention: results deleted while the test runs) sampled
+  every ``--sample-seconds`` (``benchmarks/procmem.py``): per process the RSS at the start,
+  after ``--warmup-seconds`` and at the end, and the least-squares slope after the warm-up in
+  MB a minute (goal < 1), flagged at or above the goal; ``--samples FILE`` keeps every sample;
 * crash (``--parts crash``): ``kill -9`` of the Ray worker encoding a chunk in the middle of a
   video job; the job must finish with every frame.
 
     .venv/bin/python benchmarks/serving.py [--model realesr-animevideov3] [--requests 96]
-        [--parts latency,load,crash] [--load-seconds 60]
+        [--parts latency,load,crash] [--load-seconds 60] [--sample-seconds 30] [--warmup-seconds 120]
+        [--samples FILE]
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -47,6 +50,8 @@ import numpy as np  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: benchmarks.procmem, tests
+from benchmarks import procmem  # noqa: E402
 from genai.sr import EngineConfig, Upscaler  # noqa: E402
 from genai.registry import Registry  # noqa: E402
 from genai.weights import fetch  # noqa: E402
@@ -142,53 +147,6 @@ def direct_p50(model: str, body: bytes, threads: int, n: int = 50) -> float:
 # ------------------------------------------------------------------ load and crash
 
 
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def _role(pid: int) -> str:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "?"
-    first = cmd[0].decode(errors="replace")
-    if first.startswith("ray::"):
-        name = first[5:].split()[0]
-        return "ray::" + ("IDLE" if name.startswith("IDLE") else name.split(".")[0])
-    return Path(first).name if first else "?"
-
-
-def memory_by_role() -> dict[str, float]:
-    """Resident MB of this process and all its descendants (Ray's processes), summed per role."""
-    out: dict[str, float] = {}
-    for pid in _descendants(os.getpid()):
-        try:
-            rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                       if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            continue
-        role = "benchmark driver" if pid == os.getpid() else _role(pid)
-        out[role] = out.get(role, 0.0) + rss / 1024
-    return out
-
-
-def folder_mb(path: str) -> float:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
-
-
 async def mixed_load(url: str, body: bytes, clip: bytes, model: str, seconds: float, clients: int = 32,
                      job_clients: int = 4) -> dict:
     """``clients`` clients for ``seconds``: synchronous upscales and remaster jobs (submitted,
@@ -235,8 +193,8 @@ async def mixed_load(url: str, body: bytes, clip: bytes, model: str, seconds: fl
     return {"statuses": statuses, "jobs": jobs, "latencies": latencies}
 
 
-def worker_pids(role: str) -> list[int]:
-    return [pid for pid in _descendants(os.getpid()) if _role(pid) == role]
+def worker_pids(name: str) -> list[int]:
+    return [pid for pid in procmem.descendants(os.getpid()) if procmem.role(pid) == name]
 
 
 def crash_run(url: str, clip: bytes, model: str, frames: int) -> dict:
@@ -274,7 +232,6 @@ def crash_run(url: str, clip: bytes, model: str, frames: int) -> dict:
 
 def bunny_clip(seconds: float) -> tuple[bytes, int]:
     """The first ``seconds`` of Big Buck Bunny at 160x90 (the test suite's clip) and its frames."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: the tests' helpers
     from tests.video.conftest import cut_bunny
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -289,22 +246,10 @@ def run_load_and_crash(args, body: bytes, parts: set[str], settings: Settings) -
         short, _ = bunny_clip(1.0)
         asyncio.run(mixed_load(url, body, short, args.model, 5.0, clients=4, job_clients=1))  # warm every path
         time.sleep(2)
-        before, disk0 = memory_by_role(), folder_mb(data)
-        samples: list[tuple[float, dict]] = []
-        done = threading.Event()
-
-        def sample() -> None:  # the memory over the test, every tenth of it
-            t0 = time.monotonic()
-            while not done.wait(args.load_seconds / 10):
-                samples.append((time.monotonic() - t0, memory_by_role()))
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        watch = procmem.Watch(os.getpid(), data, interval=args.sample_seconds, log=args.samples)
+        watch.start()
         result = asyncio.run(mixed_load(url, body, short, args.model, args.load_seconds))
-        done.set()
-        sampler.join()
-        time.sleep(2)
-        after, disk1 = memory_by_role(), folder_mb(data)
+        watch.stop()
         lat = result["latencies"]
         print(f"\nload: 32 clients for {args.load_seconds:g} s (28 synchronous 64x64 upscales, 4 submitting "
               f"1 s remaster jobs and following them; job quota {settings.max_active_jobs} per key), results kept "
@@ -316,16 +261,9 @@ def run_load_and_crash(args, body: bytes, parts: set[str], settings: Settings) -
         print(f"  jobs: {result['jobs']}")
         print(f"  upscale latency p50 {percentile(lat, 50) * 1e3:.0f} ms, p95 {percentile(lat, 95) * 1e3:.0f} ms, "
               f"{len(lat) / args.load_seconds:.1f} req/s")
-        print(f"  data folder: {disk0:.1f} MB before, {disk1:.1f} MB after")
-        print(f"  {'process':<34} {'RSS MB before':>14} {'after':>8} {'change':>8}")
-        for role in sorted(set(before) | set(after), key=lambda r: -after.get(r, 0)):
-            b, a = before.get(role, 0.0), after.get(role, 0.0)
-            print(f"  {role:<34} {b:>14.0f} {a:>8.0f} {a - b:>+8.0f}")
-        print(f"  {'all':<34} {sum(before.values()):>14.0f} {sum(after.values()):>8.0f} "
-              f"{sum(after.values()) - sum(before.values()):>+8.0f}")
-        top = sorted(before, key=lambda r: -before[r])[:3]
-        print("  over the test (s: " + ", ".join(top) + ", all; MB): " + "; ".join(
-            f"{t:.0f}: " + "/".join(f"{m.get(r, 0):.0f}" for r in top) + f"/{sum(m.values()):.0f}" for t, m in samples))
+        print(f"  resident memory (MB), sampled every {args.sample_seconds:g} s ({len(watch.samples)} samples); "
+              f"warm-up {args.warmup_seconds:g} s; goal: slope < 1 MB/min")
+        print("\n".join(watch.report(args.warmup_seconds)), flush=True)
     if "crash" in parts:
         clip, frames = bunny_clip(5.0)
         r = crash_run(url, clip, args.model, frames)
@@ -343,6 +281,9 @@ def main() -> int:
                         help="engine threads, in the Upscaler replica and for the direct call (as genai serve)")
     parser.add_argument("--parts", default="latency,load,crash", help="which measurements, comma-separated")
     parser.add_argument("--load-seconds", type=float, default=60.0)
+    parser.add_argument("--sample-seconds", type=float, default=30.0, help="load: RSS sampled this often")
+    parser.add_argument("--warmup-seconds", type=float, default=120.0, help="load: slopes from this time on")
+    parser.add_argument("--samples", help="load: append every RSS sample to this JSON-lines file")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     fetch.pull(Registry().get(args.model))
