@@ -232,7 +232,7 @@ def crash_run(url: str, clip: bytes, model: str, frames: int) -> dict:
 
 def bunny_clip(seconds: float) -> tuple[bytes, int]:
     """The first ``seconds`` of Big Buck Bunny at 160x90 (the test suite's clip) and its frames."""
-    from tests.video.conftest import cut_bunny
+    from tests.video.clips import cut_bunny
 
     with tempfile.TemporaryDirectory() as tmp:
         path = cut_bunny(Path(tmp) / "bunny.mp4", seconds)
