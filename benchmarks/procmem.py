@@ -101,8 +101,8 @@ class Watch:
             if mb is None:
                 continue
             rss[pid] = mb
-            if pid not in self.roles:
-                self.roles[pid] = "benchmark driver" if pid == self.root else role(pid)
+            # read each time: a Ray worker starts as default_worker.py, then names its actor
+            self.roles[pid] = "benchmark driver" if pid == self.root else role(pid)
         s = {"t": time.monotonic() - self.t0, "disk": folder_mb(self.folder), "rss": rss}
         self.samples.append(s)
         if self.log:
