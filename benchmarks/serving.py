@@ -25,7 +25,7 @@ and the gateway's overhead against calling the engine directly.
 
     .venv/bin/python benchmarks/serving.py [--model realesr-animevideov3] [--requests 96]
         [--parts latency,load,crash] [--load-seconds 60] [--sample-seconds 30] [--warmup-seconds 120]
-        [--samples FILE]
+        [--samples FILE] [--clients 32] [--port 8765] [--tracemalloc FRAMES]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,7 @@ from benchmarks import procmem  # noqa: E402
 from genai.sr import EngineConfig, Upscaler  # noqa: E402
 from genai.registry import Registry  # noqa: E402
 from genai.weights import fetch  # noqa: E402
+from serving import memtrace  # noqa: E402
 from serving.app import init_ray, start_local, stop_local  # noqa: E402
 from serving.settings import Settings  # noqa: E402
 
@@ -248,10 +250,14 @@ def run_load_and_crash(args, body: bytes, parts: set[str], settings: Settings) -
         time.sleep(2)
         watch = procmem.Watch(os.getpid(), data, interval=args.sample_seconds, log=args.samples)
         watch.start()
-        result = asyncio.run(mixed_load(url, body, short, args.model, args.load_seconds))
+        if args.tracemalloc:  # the replicas' tracemalloc baselines after the warm-up
+            mark = Path(os.environ[memtrace.ENV_DIR]) / memtrace.BASELINE
+            threading.Timer(args.warmup_seconds, mark.touch).start()
+        result = asyncio.run(mixed_load(url, body, short, args.model, args.load_seconds, clients=args.clients))
         watch.stop()
         lat = result["latencies"]
-        print(f"\nload: 32 clients for {args.load_seconds:g} s (28 synchronous 64x64 upscales, 4 submitting "
+        print(f"\nload: {args.clients} clients for {args.load_seconds:g} s ({args.clients - 4} synchronous 64x64 "
+              f"upscales, 4 submitting "
               f"1 s remaster jobs and following them; job quota {settings.max_active_jobs} per key), results kept "
               f"{settings.result_ttl_hours * 3600:.0f} s")
         print("  answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(result["statuses"].items())))
@@ -264,6 +270,8 @@ def run_load_and_crash(args, body: bytes, parts: set[str], settings: Settings) -
         print(f"  resident memory (MB), sampled every {args.sample_seconds:g} s ({len(watch.samples)} samples); "
               f"warm-up {args.warmup_seconds:g} s; goal: slope < 1 MB/min")
         print("\n".join(watch.report(args.warmup_seconds)), flush=True)
+        for dump in sorted(Path(os.environ.get(memtrace.ENV_DIR, "/nonexistent")).glob("*.txt")):
+            print(f"\n  tracemalloc, {dump.stem}:\n" + "\n".join(dump.read_text().splitlines()[:60]))
     if "crash" in parts:
         clip, frames = bunny_clip(5.0)
         r = crash_run(url, clip, args.model, frames)
@@ -281,6 +289,11 @@ def main() -> int:
                         help="engine threads, in the Upscaler replica and for the direct call (as genai serve)")
     parser.add_argument("--parts", default="latency,load,crash", help="which measurements, comma-separated")
     parser.add_argument("--load-seconds", type=float, default=60.0)
+    parser.add_argument("--clients", type=int, default=32, help="load: clients (4 of them submit jobs)")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                        help="load: tracemalloc in the gateway and the replicas (serving/memtrace.py), "
+                             "their top growths printed at the end")
     parser.add_argument("--sample-seconds", type=float, default=30.0, help="load: RSS sampled this often")
     parser.add_argument("--warmup-seconds", type=float, default=120.0, help="load: slopes from this time on")
     parser.add_argument("--samples", help="load: append every RSS sample to this JSON-lines file")
@@ -293,7 +306,10 @@ def main() -> int:
     os.environ["RAY_TMPDIR"] = temp
     os.makedirs(os.path.join(temp, "ray"))
     data = tempfile.mkdtemp(prefix="genai-bench-")
-    port = 8765
+    port = args.port
+    if args.tracemalloc:  # before Ray starts: its workers inherit the environment
+        os.environ.update({memtrace.ENV: str(args.tracemalloc), memtrace.ENV_DIR: tempfile.mkdtemp(prefix="genai-mem-"),
+                           memtrace.ENV_EVERY: str(args.sample_seconds)})
     settings = Settings(port=port, auth="open", data_dir=data, rate_limit_per_minute=0, job_workers=0,
                         image_model=args.model)
     rows = []

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serving import memtrace
+
 log = logging.getLogger("ray.serve")
 
 DEFAULT_BATCHING = {"batching": True, "max_batch_size": 8, "batch_wait_timeout_s": 0.01,
@@ -39,6 +41,8 @@ class Upscaler:
 
     def __init__(self, engine_options: dict | None = None) -> None:
         import genai.sr  # heavy imports (torch, spandrel, onnxruntime) happen in the replica
+
+        memtrace.start("Upscaler")
 
         self._engine_module = genai.sr
         self.engine_options = engine_options or {}
@@ -111,6 +115,7 @@ class Designer:
     def __init__(self, model: str = "topogen-64") -> None:
         from genai.design.topogen import TopologyGenerator
 
+        memtrace.start("Designer")
         self.generator = TopologyGenerator.load(model)
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-design")
 
@@ -136,6 +141,7 @@ class Synthesizer:
     generator's id) and pass its folder (on storage every node mounts)."""
 
     def __init__(self) -> None:
+        memtrace.start("Synthesizer")
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-synth")
         self._folders: dict[str, str] = {}
 
@@ -175,6 +181,7 @@ class Gateway:
 
     def __init__(self, upscaler: DeploymentHandle | None, designer: DeploymentHandle, synthesizer: DeploymentHandle,
                  settings: dict, engine_options: dict | None = None) -> None:
+        memtrace.start("Gateway")
         self.handles = (upscaler, designer, synthesizer)
         self.settings = settings
         self.engine_options = engine_options  # image_inference="ingress": the SR engines live here
