@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
@@ -22,6 +22,7 @@ from serving import memtrace
 
 log = logging.getLogger("ray.serve")
 
+_FOLDERS = 256  # far more than the generators a Synthesizer replica keeps loaded (4)
 DEFAULT_BATCHING = {"batching": True, "max_batch_size": 8, "batch_wait_timeout_s": 0.01,
                     "batch_max_pixels": 256 * 256}
 
@@ -143,7 +144,7 @@ class Synthesizer:
     def __init__(self) -> None:
         memtrace.start("Synthesizer")
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genai-synth")
-        self._folders: dict[str, str] = {}
+        self._folders: OrderedDict[str, str] = OrderedDict()  # generator id -> folder, the latest _FOLDERS
 
     async def ready(self) -> bool:
         return True
@@ -161,6 +162,9 @@ class Synthesizer:
 
         generator_id = serve.get_multiplexed_model_id()
         self._folders[generator_id] = run_dir
+        self._folders.move_to_end(generator_id)
+        while len(self._folders) > _FOLDERS:  # one entry per generator ever asked for: keep the recent ones
+            self._folders.popitem(last=False)
         generator = await self.get_model(generator_id)
         return await asyncio.get_running_loop().run_in_executor(
             self._runner, lambda: synth_grid(generator, counts, seed=seed, steps=steps, guidance=guidance,

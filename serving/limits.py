@@ -69,24 +69,39 @@ class BodyLimit:
 
 class RateLimiter:
     """A token bucket per key: ``per_minute`` requests a minute, bursts up to the same number.
-    In memory, per gateway process (each replica enforces its share)."""
+    In memory, per gateway process (each replica enforces its share). A bucket that has filled
+    up again is the same as none: past ``max_keys`` buckets those are dropped, so the memory
+    follows the keys active in the last minute, not every key ever seen."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, *, max_keys: int = 4096, clock=time.monotonic) -> None:
         self.rate = per_minute / 60.0
         self.capacity = float(per_minute)
+        self.max_keys, self.clock = max_keys, clock
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self._prune_at = max_keys
 
     def hit(self, key: str) -> float:
         """0 if allowed, else the seconds to wait."""
         if self.rate <= 0:
             return 0.0
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             tokens, last = self._buckets.get(key, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.rate)
             if tokens >= 1:
                 self._buckets[key] = (tokens - 1, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return math.ceil((1 - tokens) / self.rate)
+                wait = 0.0
+            else:
+                self._buckets[key] = (tokens, now)
+                wait = math.ceil((1 - tokens) / self.rate)
+            if len(self._buckets) > self._prune_at:
+                self._prune(now)
+            return wait
+
+    def _prune(self, now: float) -> None:
+        full = [k for k, (tokens, last) in self._buckets.items() if tokens + (now - last) * self.rate >= self.capacity]
+        for k in full:
+            del self._buckets[k]
+        # all still busy: look again only once as many more keys came (amortized O(1) a hit)
+        self._prune_at = max(self.max_keys, 2 * len(self._buckets))

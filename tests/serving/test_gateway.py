@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from genai.cli import main
 from serving.gateway import create_app
+from serving.limits import RateLimiter
 from serving.settings import Settings
 
 TINY = "tiny-compact"
@@ -48,6 +49,24 @@ def test_rate_limit_answers_429_with_retry_after(gateway):
     assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     assert "rate limit" in r.json()["error"]["message"]
+
+
+def test_rate_limiter_forgets_idle_keys():
+    """Buckets are per key: a gateway that met 20,000 keys keeps those of the last minute only
+    (a refilled bucket is the same as none), and still limits the busy ones."""
+    now = [0.0]
+    limiter = RateLimiter(60, max_keys=100, clock=lambda: now[0])
+    for i in range(20_000):
+        now[0] = i * 0.01  # 100 new keys a second
+        assert limiter.hit(f"key-{i}") == 0
+    assert len(limiter._buckets) <= 2 * 60 * 100 + 100  # the keys of about the last minute, not 20,000
+    now[0] += 61
+    for _ in range(60):
+        limiter.hit("busy")
+    assert limiter.hit("busy") >= 1  # the limit still holds for a key over its rate
+    for i in range(200):
+        limiter.hit(f"late-{i}")
+    assert len(limiter._buckets) <= 201  # the idle keys' full buckets were dropped
 
 
 def test_job_quota_per_key(gateway, bunny_small):
