@@ -185,7 +185,6 @@ class Gateway:
 
     def __init__(self, upscaler: DeploymentHandle | None, designer: DeploymentHandle, synthesizer: DeploymentHandle,
                  settings: dict, engine_options: dict | None = None) -> None:
-        memtrace.start("Gateway")
         self.handles = (upscaler, designer, synthesizer)
         self.settings = settings
         self.engine_options = engine_options  # image_inference="ingress": the SR engines live here
@@ -196,4 +195,6 @@ class Gateway:
         from serving.settings import Settings
 
         local = LocalInference(engine_options=self.engine_options) if self.handles[0] is None else None
-        return create_app(Settings(**self.settings), inference=ServeInference(*self.handles, local=local))
+        app = create_app(Settings(**self.settings), inference=ServeInference(*self.handles, local=local))
+        memtrace.start("Gateway")  # after the imports: traced, they take minutes
+        return app
