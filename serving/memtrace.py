@@ -25,7 +25,7 @@ import tracemalloc
 from pathlib import Path
 
 ENV, ENV_DIR, ENV_EVERY = "GENAI_SERVE_TRACEMALLOC", "GENAI_SERVE_TRACEMALLOC_DIR", "GENAI_SERVE_TRACEMALLOC_EVERY"
-_IGNORE = (tracemalloc.Filter(False, tracemalloc.__file__, all_frames=True), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+_IGNORE = (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
            tracemalloc.Filter(False, "<unknown>"))
 BASELINE = "baseline"  # touching <dir>/baseline makes every process take a new baseline at its next dump
 _started: list[threading.Thread] = []
