@@ -126,8 +126,9 @@ class Watch:
 
     def report(self, warmup: float, goal: float = 1.0) -> list[str]:
         """Lines: one per process (RSS at start, after warm-up, at the end, slope after the
-        warm-up), the sum, and the data folder over time. Processes that lived shorter than
-        the run (chunk workers) show their own first and last samples."""
+        warm-up), the sum of the service's processes alive throughout, and the data folder over
+        time. Processes that lived shorter than the run (chunk workers) show their own first and
+        last samples. The root (the benchmark: Ray's driver and the HTTP clients) is not flagged."""
         out = [f"  {'process':<40} {'pid':>7} {'start':>7} {'@' + format(warmup, '.0f') + ' s':>7} "
                f"{'end':>7} {'MB/min after warm-up':>21}"]
         pids = sorted({p for s in self.samples for p in s["rss"]},
@@ -138,18 +139,20 @@ class Watch:
             after = [(t, m) for t, m in seen if t >= warmup]
             at_warm = after[0][1] if after else None
             slope = slope_per_minute(after)
-            flag = slope is not None and slope >= goal
+            flag = slope is not None and slope >= goal and pid != self.root
             if flag:
                 flagged.append(f"{self.roles[pid]} ({pid})")
             life = "" if seen[0][0] < 1 and seen[-1][0] >= self.samples[-1]["t"] - 1 else \
                 f"  (lived {seen[0][0]:.0f}-{seen[-1][0]:.0f} s)"
             out.append(f"  {self.roles[pid]:<40} {pid:>7} {seen[0][1]:>7.0f} "
                        f"{'-' if at_warm is None else format(at_warm, '.0f'):>7} {seen[-1][1]:>7.0f} "
-                       f"{'-' if slope is None else format(slope, '+.2f'):>21}{'  >= goal' if flag else ''}{life}")
-        total = [(s["t"], sum(s["rss"].values())) for s in self.samples]
+                       f"{'-' if slope is None else format(slope, '+.2f'):>21}{'  >= goal' if flag else ''}{life}"
+                       + ("  (also this run's HTTP clients: not the service's)" if pid == self.root else ""))
+        steady = [p for p in pids if p != self.root and all(p in s["rss"] for s in self.samples)]
+        total = [(s["t"], sum(s["rss"][p] for p in steady)) for s in self.samples]
         after = [(t, m) for t, m in total if t >= warmup]
         slope = slope_per_minute(after)
-        out.append(f"  {'every process (sum; workers come and go)':<40} {'':>7} {total[0][1]:>7.0f} "
+        out.append(f"  {'the service (sum of those alive throughout)':<40} {'':>7} {total[0][1]:>7.0f} "
                    f"{after[0][1] if after else 0:>7.0f} {total[-1][1]:>7.0f} "
                    f"{'-' if slope is None else format(slope, '+.2f'):>21}")
         disk = [(s["t"], s["disk"]) for s in self.samples]
