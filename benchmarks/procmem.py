@@ -133,9 +133,13 @@ class Watch:
                f"{'end':>7} {'MB/min after warm-up':>21}"]
         pids = sorted({p for s in self.samples for p in s["rss"]},
                       key=lambda p: -max(s["rss"].get(p, 0) for s in self.samples))
-        flagged = []
+        flagged, passing = [], {}
+        end = self.samples[-1]["t"]
         for pid in pids:
             seen = [(s["t"], s["rss"][pid]) for s in self.samples if pid in s["rss"]]
+            if len(seen) < 3 and seen[0][0] > 1 and seen[-1][0] < end - 1:  # a worker of one job: summed up below
+                passing.setdefault(self.roles[pid], []).append(max(m for _, m in seen))
+                continue
             after = [(t, m) for t, m in seen if t >= warmup]
             at_warm = after[0][1] if after else None
             slope = slope_per_minute(after)
@@ -148,6 +152,9 @@ class Watch:
                        f"{'-' if at_warm is None else format(at_warm, '.0f'):>7} {seen[-1][1]:>7.0f} "
                        f"{'-' if slope is None else format(slope, '+.2f'):>21}{'  >= goal' if flag else ''}{life}"
                        + ("  (also this run's HTTP clients: not the service's)" if pid == self.root else ""))
+        for name, peaks in sorted(passing.items()):
+            out.append(f"  {name:<40} {len(peaks):>4} processes of one job or less (seen in at most 2 samples), "
+                       f"RSS {min(peaks):.0f}-{max(peaks):.0f} MB")
         steady = [p for p in pids if p != self.root and all(p in s["rss"] for s in self.samples)]
         total = [(s["t"], sum(s["rss"][p] for p in steady)) for s in self.samples]
         after = [(t, m) for t, m in total if t >= warmup]
