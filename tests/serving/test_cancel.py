@@ -1,16 +1,13 @@
 """Work nobody waits for stops (fast tier): the real gateway in process with the engines in this
 process (``LocalInference``, small tiles so a big upscale takes seconds of cancel checks). A
 request that times out (504) or whose client disconnects frees the engine's single thread
-within a second. The same through Ray Serve's deployments is test_service.py (slow)."""
+within a second. The same through Ray Serve's Designer deployment at the end (slow)."""
 
 from __future__ import annotations
 
 import io
 import re
-import socket
-import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -21,9 +18,7 @@ from PIL import Image as PILImage
 from serving.gateway import create_app
 from serving.inference import LocalInference
 from serving.settings import Settings
-from tests.serving.conftest import TINY
-
-uvicorn = pytest.importorskip("uvicorn")
+from tests.serving.conftest import TINY, on_uvicorn, running_service
 
 BIG = 600  # 600x600 in 64 px tiles: 100 tiles, ~7 s of tiny-compact on this 2-core machine
 
@@ -79,29 +74,9 @@ def test_a_timed_out_upscale_stops_its_engine(gateway):
         assert cancelled(c, "timeout") == 1 and cancelled(c, "disconnect") == 0
 
 
-@contextmanager
-def served(app):
-    """The app on uvicorn on a free loopback port (a real connection a client can drop)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-
-
 def test_a_client_that_disconnects_stops_its_engine(gateway):
     app, key = gateway(request_timeout_s=60)
-    with served(app) as url, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
+    with on_uvicorn(app) as url, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
         assert upscale(c, png(16)).status_code == 200
         with pytest.raises(httpx.ReadTimeout):
             upscale(c, png(BIG), timeout=httpx.Timeout(30, read=1.0))  # the client gives up and hangs up
@@ -112,3 +87,25 @@ def test_a_client_that_disconnects_stops_its_engine(gateway):
             assert time.monotonic() < deadline, "no disconnect counted"
             time.sleep(0.05)
         assert cancelled(c, "timeout") == 0
+
+
+@pytest.mark.slow
+def test_a_timed_out_design_frees_its_serve_replica(tmp_path):
+    """Through Ray Serve: the gateway's 504 cancels the Designer's request (``DeploymentResponse.cancel``),
+    whose replica stops between SIMP iterations; the next design waits for nothing."""
+    small = {"problem": "mbb", "nelx": 64, "nely": 32, "refine": 1}
+    big = {"problem": "mbb", "nelx": 80, "nely": 40, "refine": 200}  # ~0.2 s an iteration here: ~40 s
+
+    def propose(c, body) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        status = c.post("/v1/designs:propose", json=body).status_code
+        return status, time.perf_counter() - t0
+
+    with running_service(tmp_path / "service", request_timeout_s=3.0) as live, live.client() as c:
+        baseline = min(propose(c, small) for _ in range(2))
+        assert baseline[0] == 200, baseline
+        assert propose(c, big)[0] == 504
+        status, seconds = propose(c, small)
+        assert status == 200 and seconds < baseline[1] + 1.0, \
+            f"the next design took {seconds:.1f} s (alone: {baseline[1]:.1f} s): the replica went on computing"
+        assert cancelled(c, "timeout") == 1
