@@ -14,6 +14,7 @@ import socket
 from serving.settings import Settings
 
 APP_NAME = "genai"
+PROXY_GRACE_S = 5.0  # the proxy's timeout is the gateway's and this: the gateway answers its 504 first
 
 
 def build_app(args: dict | None = None):
@@ -67,7 +68,7 @@ def start_local(settings: Settings, *, address: str | None = None, ray_temp_dir:
 
     init_ray(address=address, temp_dir=ray_temp_dir)
     serve.start(http_options={"host": settings.host, "port": settings.port,
-                              "request_timeout_s": settings.request_timeout_s})
+                              "request_timeout_s": settings.request_timeout_s + PROXY_GRACE_S})
     fields = settings.model_dump(mode="json", exclude_unset=True)
     serve.run(build_app({"settings": {"job_executor": "ray", **fields}, "engine_options": engine_options,
                          "upscaler": upscaler}), name=APP_NAME, route_prefix="/")

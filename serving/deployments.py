@@ -77,7 +77,10 @@ class Upscaler:
         h, w = pixels.shape[:2]
         if self.batching and pixels.ndim == 3 and pixels.shape[2] == 3 and h * w <= self.batch_max_pixels:
             return await self._batched((pixels, scale, width, height))
-        return await self._run(lambda: engine.upscale(pixels, scale=scale, width=width, height=height).pixels)
+        from serving.inference import run_cancellable
+
+        return await run_cancellable(self._runner, lambda cancel: engine.upscale(
+            pixels, scale=scale, width=width, height=height, cancel=cancel).pixels)
 
     async def _run(self, fn):
         return await asyncio.get_running_loop().run_in_executor(self._runner, fn)
@@ -124,10 +127,9 @@ class Designer:
         return True
 
     async def propose(self, spec: dict, refine: int) -> dict:
-        from serving.inference import design_proposal
+        from serving.inference import design_proposal, run_cancellable
 
-        return await asyncio.get_running_loop().run_in_executor(
-            self._runner, lambda: design_proposal(self.generator, spec, refine))
+        return await run_cancellable(self._runner, lambda cancel: design_proposal(self.generator, spec, refine, cancel))
 
 
 @serve.deployment(
@@ -158,7 +160,7 @@ class Synthesizer:
             self._runner, lambda: SynthGenerator(config=GeneratorConfig(run=run)))
 
     async def sample(self, run_dir: str, counts: dict, seed: int, steps: int, guidance: float, sampler: str) -> dict:
-        from serving.inference import synth_grid
+        from serving.inference import run_cancellable, synth_grid
 
         generator_id = serve.get_multiplexed_model_id()
         self._folders[generator_id] = run_dir
@@ -166,9 +168,8 @@ class Synthesizer:
         while len(self._folders) > _FOLDERS:  # one entry per generator ever asked for: keep the recent ones
             self._folders.popitem(last=False)
         generator = await self.get_model(generator_id)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._runner, lambda: synth_grid(generator, counts, seed=seed, steps=steps, guidance=guidance,
-                                             sampler=sampler))
+        return await run_cancellable(self._runner, lambda cancel: synth_grid(
+            generator, counts, seed=seed, steps=steps, guidance=guidance, sampler=sampler, cancel=cancel))
 
 
 @serve.deployment(

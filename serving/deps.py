@@ -63,21 +63,48 @@ Caller = Annotated[str, Depends(caller)]
 ServiceDep = Annotated[object, Depends(get_service)]
 
 
-async def timed(service, what: str, histogram, call: Callable[[], Awaitable[Any]], *,
+DISCONNECT_POLL_S = 0.2  # how often a synchronous route looks whether its client is still there
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns once the client has disconnected (Starlette reads a pending ``http.disconnect``)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+
+
+async def timed(service, what: str, histogram, call: Callable[[], Awaitable[Any]], *, request: Request | None = None,
                 paths: dict[str, str] | None = None) -> tuple[Any, float]:
     """``await call()`` (a generator's answer) within the request timeout, else 504 naming ``what``;
-    its seconds observed in ``histogram``. An ``InputError`` of the engine (also inside a Ray
-    error) keeps its status with its own message, the server's ``paths`` in the client's names.
-    Returns the answer and its seconds."""
+    its seconds observed in ``histogram``. Work nobody waits for any more is cancelled: on the
+    timeout, when ``request``'s client disconnects, or when this request is itself cancelled (Serve's
+    proxy does that on a disconnect); the engine stops at its next cancel check (see
+    ``serving.inference.run_cancellable``), counted in ``genai_cancelled_total`` by reason.
+    An ``InputError`` of the engine (also inside a Ray error) keeps its status with its own message,
+    the server's ``paths`` in the client's names. Returns the answer and its seconds."""
     limit = service.settings.request_timeout_s
+    cancelled = service.metrics.cancelled
     t0 = time.perf_counter()
+    work = asyncio.ensure_future(call())
+    watch = asyncio.ensure_future(_client_gone(request)) if request is not None else None
     try:
         async with asyncio.timeout(limit):
-            out = await call()
+            await asyncio.wait([t for t in (work, watch) if t], return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():  # the client went away: nobody reads the answer
+            cancelled.labels("disconnect").inc()
+            raise HTTPException(499, f"{what}: the client disconnected")
+        out = work.result()
     except TimeoutError:
+        cancelled.labels("timeout").inc()
         raise HTTPException(504, f"{what} took longer than {limit:g} s") from None
+    except asyncio.CancelledError:
+        cancelled.labels("disconnect").inc()
+        raise
     except InputError as exc:  # e.g. a volume fraction out of reach, or no solid left to mesh
         raise reworded(unwrap(exc), public(message_of(exc), paths=paths or {})) from None
+    finally:
+        work.cancel()  # nothing once it is done
+        if watch is not None:
+            watch.cancel()
     seconds = time.perf_counter() - t0
     histogram.observe(seconds)
     return out, seconds

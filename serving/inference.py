@@ -6,6 +6,10 @@
 keeps the same engines in this process (``create_app`` without Ray: development, the web
 tests, and the baseline of benchmarks/serving.py). ``design_proposal`` and ``synth_grid`` are
 the work both run, so a replica and the in-process path answer the same.
+
+Work nobody waits for stops: both run the engines through ``run_cancellable``, so a request
+cancelled while it computes (a 504, a client gone, Serve cancelling a replica's request) stops
+at the engine's next cancel check.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
+
+from genai.progress import CancelFn
 
 DESIGN_FILES = {"preview_png": "preview.png", "proposal_png": "proposal.png", "glb": "design.glb",
                 "stl": "design.stl"}
@@ -37,14 +43,38 @@ class Inference(Protocol):
     async def ready(self) -> None: ...
 
 
-def design_proposal(generator, spec: dict, refine: int) -> dict:
+async def run_cancellable(executor, work: Callable[[CancelFn], Any]) -> Any:
+    """``work(cancel)`` on ``executor`` (a replica's single engine thread), awaited. If the
+    awaiting task is cancelled (``asyncio.CancelledError``: a timeout, a client gone, Serve
+    cancelling the request), ``cancel()`` turns True, so the engine raises ``Cancelled`` at its
+    next check (a tile, a SIMP iteration, a sampler step) and the thread is free for the next
+    request; work still queued behind another is dropped before it starts."""
+    stop = threading.Event()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, work, stop.is_set)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+
+
+async def cancel_with_caller(response) -> Any:
+    """Await a Ray Serve ``DeploymentResponse``; if this task is cancelled, cancel the request
+    in its replica too (where ``run_cancellable`` stops the engine)."""
+    try:
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
+
+
+def design_proposal(generator, spec: dict, refine: int, cancel: CancelFn | None = None) -> dict:
     """The learned generator's design for ``spec`` (a 2D spec dict) after ``refine`` SIMP
     iterations: its metrics and its files' bytes (``DESIGN_FILES``)."""
     from genai.design.problem import load_spec
     from genai.design.run import propose_design
 
     with tempfile.TemporaryDirectory(prefix="genai-propose-") as tmp:
-        metrics = propose_design(load_spec(spec), Path(tmp), refine=refine, generator=generator)
+        metrics = propose_design(load_spec(spec), Path(tmp), refine=refine, generator=generator, cancel=cancel)
         return {"metrics": metrics, **{k: (Path(tmp) / name).read_bytes() for k, name in DESIGN_FILES.items()}}
 
 
@@ -56,13 +86,14 @@ def _png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def synth_grid(generator, counts: dict[str, int], *, seed: int, steps: int, guidance: float, sampler: str) -> dict:
+def synth_grid(generator, counts: dict[str, int], *, seed: int, steps: int, guidance: float, sampler: str,
+              cancel: CancelFn | None = None) -> dict:
     """Images sampled per class (image i from seed ``seed + i``, as ``genai synth sample``) and
     a grid of them, one row per class: PNG bytes."""
     classes = generator.classes
     labels = [i for i, c in enumerate(classes) for _ in range(counts.get(c, 0))]
     images = generator.sample(labels, seeds=[seed + i for i in range(len(labels))], guidance=guidance, steps=steps,
-                              sampler=sampler)
+                              sampler=sampler, cancel=cancel)
     rows = [c for c in classes if counts.get(c, 0)]
     h, w, ch = (*generator.size, images.shape[-1]) if len(images) else (*generator.size, 1)
     cols = max([counts.get(c, 0) for c in rows], default=0)
@@ -104,23 +135,23 @@ class LocalInference:
             return engine
 
     async def upscale(self, pixels, *, model, scale, width, height):
-        def run():
-            return self.engine(model).upscale(pixels, scale=scale, width=width, height=height).pixels
+        def run(cancel):
+            return self.engine(model).upscale(pixels, scale=scale, width=width, height=height, cancel=cancel).pixels
 
-        return await asyncio.get_running_loop().run_in_executor(self._runner, run)
+        return await run_cancellable(self._runner, run)
 
     async def propose(self, spec, *, refine):
-        def run():
+        def run(cancel):
             from genai.design.topogen import TopologyGenerator
 
             if self._designer is None:
                 self._designer = TopologyGenerator.load(self.design_model)
-            return design_proposal(self._designer, spec, refine)
+            return design_proposal(self._designer, spec, refine, cancel)
 
-        return await asyncio.get_running_loop().run_in_executor(self._runner, run)
+        return await run_cancellable(self._runner, run)
 
     async def sample(self, generator_id, run_dir, counts, *, seed, steps, guidance, sampler):
-        def run():
+        def run(cancel):
             from genai.synth.diffusion import GeneratorConfig, SynthGenerator
 
             if run_dir not in self._synth:
@@ -128,9 +159,10 @@ class LocalInference:
                 while len(self._synth) > self.max_models:
                     self._synth.popitem(last=False)
             self._synth.move_to_end(run_dir)
-            return synth_grid(self._synth[run_dir], counts, seed=seed, steps=steps, guidance=guidance, sampler=sampler)
+            return synth_grid(self._synth[run_dir], counts, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
+                              cancel=cancel)
 
-        return await asyncio.get_running_loop().run_in_executor(self._runner, run)
+        return await run_cancellable(self._runner, run)
 
     async def ready(self) -> None:
         return None
@@ -147,14 +179,15 @@ class ServeInference:
     async def upscale(self, pixels, *, model, scale, width, height):
         if self.handle is None:
             return await self.local.upscale(pixels, model=model, scale=scale, width=width, height=height)
-        return await self.handle.options(multiplexed_model_id=model).upscale.remote(pixels, scale, width, height)
+        return await cancel_with_caller(
+            self.handle.options(multiplexed_model_id=model).upscale.remote(pixels, scale, width, height))
 
     async def propose(self, spec, *, refine):
-        return await self.designer.propose.remote(spec, refine)
+        return await cancel_with_caller(self.designer.propose.remote(spec, refine))
 
     async def sample(self, generator_id, run_dir, counts, *, seed, steps, guidance, sampler):
-        return await self.synthesizer.options(multiplexed_model_id=generator_id).sample.remote(
-            run_dir, counts, seed, steps, guidance, sampler)
+        return await cancel_with_caller(self.synthesizer.options(multiplexed_model_id=generator_id).sample.remote(
+            run_dir, counts, seed, steps, guidance, sampler))
 
     async def ready(self) -> None:
         await asyncio.gather(*(h.ready.remote() for h in (self.handle, self.designer, self.synthesizer) if h))

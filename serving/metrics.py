@@ -44,6 +44,9 @@ class Metrics:
         self.generator_seconds = Histogram("genai_generator_seconds", "Synchronous designs and samples: "
                                            "time in the generator", ["generator"], buckets=LATENCY_BUCKETS,
                                            registry=self.registry)
+        self.cancelled = Counter("genai_cancelled", "Synchronous requests whose work was cancelled because "
+                                 "nobody waited for it: timeout (504) or disconnect (the client left)", ["reason"],
+                                 registry=self.registry)
         self.registry.register(_JobCollector(store))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import math
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -83,9 +83,9 @@ def _spec(body: ProposeRequest, settings) -> dict:
 
 
 @router.post("/v1/designs:propose", response_model=ProposeOut, responses=errors(400, 413, 503, 504))
-async def propose(body: ProposeRequest, owner: Caller, service: ServiceDep) -> ProposeOut:
+async def propose(body: ProposeRequest, request: Request, owner: Caller, service: ServiceDep) -> ProposeOut:
     spec = await run_in_threadpool(_spec, body, service.settings)
     out, _ = await timed(service, "the design", service.metrics.generator_seconds.labels("design"),
-                         lambda: service.inference.propose(spec, refine=body.refine))
+                         lambda: service.inference.propose(spec, refine=body.refine), request=request)
     b64 = {k: base64.b64encode(v).decode() for k, v in out.items() if isinstance(v, bytes)}
     return ProposeOut(metrics=out["metrics"], **b64)

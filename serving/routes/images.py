@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from PIL import Image as PILImage
@@ -82,6 +82,7 @@ def _encode(img: Image, fmt: str, quality: int) -> bytes:
              responses={200: {"content": {m: {} for _, m in FORMATS.values()}, "description": "the upscaled image"},
                         **errors(400, 413, 415, 503, 504)})
 async def upscale_image(
+    request: Request,
     owner: Caller,
     service: ServiceDep,
     file: Annotated[UploadFile, File(description="PNG, JPEG, WebP, TIFF, BMP or GIF (sniffed from the bytes)")],
@@ -118,7 +119,7 @@ async def upscale_image(
 
     pixels, seconds = await timed(service, "the upscale", service.metrics.upscale_seconds.labels(model),
                                   lambda: service.inference.upscale(img.pixels, model=model, scale=scale, width=width,
-                                                                    height=height))
+                                                                    height=height), request=request)
 
     fmt = format or SAME_AS_INPUT.get(kind, "png")
     if fmt == "jpeg" and pixels.shape[2] == 4:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -64,7 +64,7 @@ def generators(owner: Caller, service: ServiceDep) -> GeneratorList:
 
 
 @router.post("/v1/synth:sample", response_model=SampleOut, responses=errors(400, 404, 409, 410, 413, 504))
-async def sample(body: SampleRequest, owner: Caller, service: ServiceDep) -> SampleOut:
+async def sample(body: SampleRequest, request: Request, owner: Caller, service: ServiceDep) -> SampleOut:
     job, meta = await run_in_threadpool(find_generator, service, owner, body.generator)
     counts = counts_of(meta["classes"], body.per_class, body.classes)
     total = sum(counts.values())
@@ -75,7 +75,7 @@ async def sample(body: SampleRequest, owner: Caller, service: ServiceDep) -> Sam
     out, _ = await timed(service, "sampling", service.metrics.generator_seconds.labels("synth"),
                          lambda: service.inference.sample(job.id, run_dir, counts, seed=body.seed, steps=body.steps,
                                                           guidance=body.guidance, sampler=body.sampler),
-                         paths={run_dir: "generator"})
+                         request=request, paths={run_dir: "generator"})
     enc = lambda b: base64.b64encode(b).decode()  # noqa: E731
     return SampleOut(classes=out["classes"], rows=out["rows"], grid_png=enc(out["grid"]),
                      images=[SampleImage(label=lbl, png=enc(p)) for lbl, p in zip(out["labels"], out["pngs"])])

@@ -8,9 +8,12 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -33,6 +36,29 @@ def free_port() -> int:
 def bunny_5s(tmp_path_factory) -> Path:
     """5 s (125 frames) of Big Buck Bunny at 160x90: a job long enough to interrupt halfway."""
     return cut_bunny(tmp_path_factory.mktemp("clips") / "bunny_5s.mp4", 5.0)
+
+
+@contextmanager
+def on_uvicorn(app) -> Iterator[str]:
+    """The ASGI ``app`` on uvicorn in a thread on a free loopback port (a real connection, which a
+    client can drop): yields the base URL; shut down at the end."""
+    uvicorn = pytest.importorskip("uvicorn")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+        assert not thread.is_alive(), "the gateway did not shut down"
 
 
 @dataclass
@@ -58,23 +84,21 @@ class LiveService:
         start_local(self.settings)
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory, pulled) -> LiveService:
-    """The real application (Ray, Serve's proxy, Gateway and Upscaler deployments) on a free
+@contextmanager
+def running_service(data_dir: Path, **overrides) -> Iterator[LiveService]:
+    """The real application (Ray, Serve's proxy, the Gateway and the model deployments) on a free
     loopback port, with its own Ray temp dir (short: socket paths have a length limit), no
-    dashboard, always shut down."""
+    dashboard, always shut down. ``overrides``: Settings fields."""
     pytest.importorskip("ray")
     from serving.app import init_ray, start_local, stop_local
 
-    pulled(MODEL)
-    pulled("realesrgan-x4plus")
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     saved = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = temp
     os.makedirs(os.path.join(temp, "ray"))
-    settings = Settings(data_dir=tmp_path_factory.mktemp("service"), auth="keys", port=free_port(),
-                        image_model=MODEL, video_model=MODEL, rate_limit_per_minute=0, max_active_jobs=4,
-                        max_upload_mb=8, max_image_pixels=1_000_000, job_lease_s=4, key_cache_s=1)
+    settings = Settings(**{"data_dir": data_dir, "auth": "keys", "port": free_port(), "image_model": MODEL,
+                           "video_model": MODEL, "rate_limit_per_minute": 0, "max_active_jobs": 4, "max_upload_mb": 8,
+                           "max_image_pixels": 1_000_000, "job_lease_s": 4, "key_cache_s": 1, **overrides})
     store = Store(settings.db_url)
     _, alice = store.create_key("alice")
     _, bob = store.create_key("bob")
@@ -89,6 +113,15 @@ def live(tmp_path_factory, pulled) -> LiveService:
         else:
             os.environ["RAY_TMPDIR"] = saved
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, pulled) -> Iterator[LiveService]:
+    """The service on Ray Serve (``running_service``) with the real SR models."""
+    pulled(MODEL)
+    pulled("realesrgan-x4plus")
+    with running_service(tmp_path_factory.mktemp("service")) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,14 @@ models) driven by headless Chromium through Playwright."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+
+from tests.serving.conftest import on_uvicorn
 
 CHROMIUM = Path("/usr/bin/chromium")
 MODEL = "realesr-animevideov3"
@@ -42,23 +41,8 @@ def serve(data_dir: Path, job_workers: int):
 
     app = create_app(Settings(data_dir=data_dir, auth="keys", host="127.0.0.1", job_workers=job_workers))
     _, secret = app.state.service.store.create_key("web")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", secret
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-        assert not thread.is_alive(), "the gateway did not shut down"
+    with on_uvicorn(app) as url:
+        yield url, secret
 
 
 @pytest.fixture(scope="module")
