@@ -99,6 +99,6 @@ def stop_local(wait_s: float = STOP_WAIT_S) -> None:
         _ray_roots.clear()
         left = wait_gone(started, wait_s)
         if left:
-            log.warning("genai: %d processes of the local Ray outlived its shutdown by %.0f s; terminating: %s",
+            log.warning("%d processes of the local Ray outlived its shutdown by %.0f s; terminating: %s",
                         len(left), wait_s, "; ".join(map(str, left)))
             end(left)
