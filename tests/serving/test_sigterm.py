@@ -118,7 +118,7 @@ def test_sigterm_hands_the_running_job_back_and_exits_0(tmp_path, pulled, bunny_
 
 def processes() -> dict[int, tuple[int, str, str]]:
     """Every running process (``ps``, not the code under test): pid -> (parent pid, state, command line)."""
-    out = subprocess.run(["ps", "-eo", "pid=,ppid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,stat=,args="], capture_output=True, text=True, check=True).stdout
     rows = (line.split(None, 3) + [""] for line in out.splitlines())
     return {int(pid): (int(ppid), stat, args.strip()) for pid, ppid, stat, args, *_ in rows
             if not stat.startswith("Z")}  # a zombie has stopped: only its exit status is left to collect
@@ -137,8 +137,9 @@ def test_no_process_is_left_behind(tmp_path, pulled, sig):
                 if ppid == parent:
                     started[pid] = args
                     todo.append(pid)
-        assert any("raylet" in a for a in started.values()) and any("ServeReplica" in a for a in started.values()), \
-            started  # the tree is Ray's: the listing sees what it is meant to
+        names = "\n".join(f"{pid} {args[:120]}" for pid, args in started.items())
+        assert "raylet" in names and "ray::DashboardAgent" in names and "ray::ServeReplica" in names, \
+            names  # the listing sees Ray's tree, the raylet's children included
         code, seconds = stop(proc, sig)
         now = processes()
         left = [f"{pid} {args}" for pid, args in started.items() if pid in now and now[pid][2] == args]
