@@ -11,10 +11,15 @@ import logging
 import os
 import socket
 
+from serving.processes import children, end, tree, wait_gone
 from serving.settings import Settings
 
 APP_NAME = "genai"
 PROXY_GRACE_S = 5.0  # the proxy's timeout is the gateway's and this: the gateway answers its 504 first
+STOP_WAIT_S = 15.0  # how long stop_local waits for the local Ray's processes before ending them
+
+log = logging.getLogger(__name__)
+_ray_roots: set[int] = set()  # the processes ray.init started here (a local Ray), for stop_local
 
 
 def build_app(args: dict | None = None):
@@ -57,7 +62,11 @@ def init_ray(*, address: str | None = None, temp_dir: str | None = None, **kwarg
         return
     # Not RAY_SERVE_THROUGHPUT_OPTIMIZED=1: it saved ~3 ms a request here (benchmarks/serving.py)
     # but a replica being deleted then no longer stopped its running job (the restart test).
-    ray.init(include_dashboard=False, logging_level=logging.WARNING, _temp_dir=temp_dir, **kwargs)
+    before = children(os.getpid())
+    try:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, _temp_dir=temp_dir, **kwargs)
+    finally:  # a start that failed halfway leaves processes too
+        _ray_roots.update(children(os.getpid()) - before)
 
 
 def start_local(settings: Settings, *, address: str | None = None, ray_temp_dir: str | None = None,
@@ -76,11 +85,21 @@ def start_local(settings: Settings, *, address: str | None = None, ray_temp_dir:
     return f"http://{host}:{settings.port}/"
 
 
-def stop_local() -> None:
+def stop_local(wait_s: float = STOP_WAIT_S) -> None:
+    """Shut Serve and Ray down; a local Ray started here leaves no process behind: its processes
+    (listed before the shutdown: GCS, raylet, its agents and workers, their children) get
+    ``wait_s`` seconds to exit, then the ones left are terminated, with a log line."""
     import ray
     from ray import serve
 
+    started = tree(_ray_roots)
     try:
         serve.shutdown()
     finally:
         ray.shutdown()
+        _ray_roots.clear()
+        left = wait_gone(started, wait_s)
+        if left:
+            log.warning("%d processes of the local Ray outlived its shutdown by %.0f s; terminating: %s",
+                        len(left), wait_s, "; ".join(map(str, left)))
+            end(left)

@@ -109,9 +109,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a second one must not cut the shutdown short
         print("genai: stopping (running jobs go back to the queue) ...", file=sys.stderr, flush=True)
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second one must not cut the shutdown short
+            signal.signal(sig, lambda signum, frame: None)
         stop_local()
     return 0
 
