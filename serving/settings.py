@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     max_design_work: int = Field(200_000_000, gt=0, description="elements x iterations x designs of a design job "
                                                                "(propose: elements x refine)")
     max_train_work: int = Field(4_000_000_000, gt=0, description="steps x batch x image pixels of a synth-train job")
+    max_train_batch_pixels: int = Field(1_048_576, gt=0, description="batch x image pixels of a synth-train job: "
+                                        "its memory (~4.6 KB each: 64 images of 128x128 peak at ~5 GB)")
     max_sample_work: int = Field(500_000, gt=0, description="images x sampler steps of a synth-sample job or "
                                                            "synth:sample")
     max_video_work: int = Field(100_000_000_000, gt=0, description="output pixels x frames of a remaster job")

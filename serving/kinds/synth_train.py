@@ -102,7 +102,10 @@ def check(ctx: Submit) -> tuple[dict, str]:
         data = _load(scratch, ctx.upload, name, ctx.form.size, max_bytes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    check_work("steps x batch x image pixels", (ctx.form.steps, ctx.form.batch, data.size[0] * data.size[1]),
+    pixels = data.size[0] * data.size[1]
+    check_work("batch x image pixels", (ctx.form.batch, pixels), ctx.service.settings.max_train_batch_pixels,
+               "max_train_batch_pixels")  # the training worker's memory
+    check_work("steps x batch x image pixels", (ctx.form.steps, ctx.form.batch, pixels),
                ctx.service.settings.max_train_work, "max_train_work")
     options = {**ctx.form.model_dump(exclude={"kind"}), "classes": data.classes, "images": len(data),
                "image_size": list(data.size)}

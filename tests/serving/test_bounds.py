@@ -58,7 +58,7 @@ def bounded(tmp_path_factory, tiny_model, bunny_small):
     p = plan(bunny_small, RemasterConfig(model=TINY, width=VIDEO_WIDTH), 4)
     settings = Settings(data_dir=tmp_path_factory.mktemp("service"), image_model=TINY, video_model=TINY,
                         job_workers=0, max_active_jobs=20, rate_limit_per_minute=0, max_upload_mb=8,
-                        max_design_work=DESIGN_WORK, max_train_work=10 * 4 * 256, max_sample_work=40,
+                        max_design_work=DESIGN_WORK, max_train_work=10 * 4 * 256, max_train_batch_pixels=4 * 289, max_sample_work=40,
                         max_video_work=p.out_width * p.out_height * p.frames)
     app = create_app(settings)
     _, key = app.state.service.store.create_key("t")
@@ -98,6 +98,8 @@ def test_each_bounded_field_just_above_its_limit_is_a_422_and_no_job(bounded, bu
          ["steps x batch x image pixels: 11 x 4 x 256", "max_train_work"]),
         (lambda: jobs({"kind": "synth-train", "steps": "10", "batch": "4", "size": "17"}, {"file": ("d.zip", _zip())}),
          ["steps x batch x image pixels: 10 x 4 x 289"]),
+        (lambda: jobs({"kind": "synth-train", "steps": "1", "batch": "5"}, {"file": ("d.zip", _zip())}),
+         ["batch x image pixels: 5 x 256 = 1,280", "max_train_batch_pixels"]),
         (lambda: jobs({"kind": "synth-sample", "generator": generator, "per_class": "2", "steps": "11"}),
          ["images x steps: 4 x 11 = 44", "max_sample_work"]),
         (lambda: sample(per_class=2, steps=11), ["images x steps: 4 x 11", "max_sample_work"]),
