@@ -4,8 +4,9 @@ the system, and tracemalloc on demand for leak hunts.
 Trimming: glibc keeps freed memory inside its heaps when live blocks sit around it, so a
 process serving many requests from many threads grows its RSS with nothing alive in it (the
 30-minute load test: a third of the gateway's growth came back with one ``malloc_trim``).
-``start(name)`` runs ``malloc_trim(0)`` every ``GENAI_SERVE_MALLOC_TRIM_S`` seconds (60; 0:
-off) in a thread; a no-op where the C library has no ``malloc_trim``.
+``start(name)`` runs ``malloc_trim(0)`` every ``GENAI_SERVE_MALLOC_TRIM_S`` seconds (off unless
+set: the 30-minute figures were measured without it, and a fast-tier run that had the trimming
+thread going in the test process died of a segmentation fault whose cause is not known) in a thread; a no-op where the C library has no ``malloc_trim``.
 
 Tracing: with ``GENAI_SERVE_TRACEMALLOC=<frames>`` in the environment (Ray's workers inherit the
 driver's), ``start(name)`` in the gateway and each model replica starts tracemalloc and a
@@ -53,7 +54,7 @@ def trim() -> bool:
 
 
 def _start_trimming() -> None:
-    every = float(os.environ.get(ENV_TRIM, "60") or 0)
+    every = float(os.environ.get(ENV_TRIM, "0") or 0)
     if every <= 0 or _trimming or not trim():
         return
 

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,9 @@ def test_dump_names_the_growing_site(tmp_path):
 
 def test_off_without_the_variable(monkeypatch, tmp_path):
     monkeypatch.delenv(memtrace.ENV, raising=False)
+    monkeypatch.delenv(memtrace.ENV_TRIM, raising=False)
     assert memtrace.start("Probe") is None
+    assert not any(t.name == "genai-malloc-trim" for t in threading.enumerate())  # trimming is opt-in
     monkeypatch.setenv(memtrace.ENV, "lots")
     with pytest.raises(ValueError, match="GENAI_SERVE_TRACEMALLOC='lots'"):
         memtrace.start("Probe")
