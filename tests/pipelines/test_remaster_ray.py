@@ -121,6 +121,9 @@ def sigkill(actor, status) -> None:
 
 
 def kill_for_good(actor, status) -> None:
+    """Freeze the worker at once (SIGSTOP is synchronous; ray.kill is not, and a chunk finished
+    in between once let a CI run's job succeed), then kill it without restart."""
+    os.kill(status["pid"], signal.SIGSTOP)
     ray.kill(actor, no_restart=True)
 
 
