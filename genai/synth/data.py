@@ -89,11 +89,16 @@ def _pixels(path: Path, notes: set[str]) -> np.ndarray:
     px = read_image(path).pixels
     if px.dtype == np.uint16:
         notes.add("16-bit images were reduced to 8 bits")
-        px = (px >> 8).astype(np.uint8)
     if px.shape[-1] == 4:
         notes.add("alpha channels were dropped")
-        px = px[..., :3]
-    return px
+    return to_8bit(px)
+
+
+def to_8bit(px: np.ndarray) -> np.ndarray:
+    """8-bit gray or RGB: 16-bit reduced, alpha dropped."""
+    if px.dtype == np.uint16:
+        px = (px >> 8).astype(np.uint8)
+    return px[..., :3] if px.shape[-1] == 4 else px
 
 
 def _class_order(root: Path, folders: list[str], classes: list[str] | None) -> list[str]:

@@ -246,6 +246,9 @@ class SampleConfig:
     sampler: str = "dpmsolver++"
     seed: int = 0
     batch_size: int = 128
+    filter: bool | None = None  # drop samples the run's classifier does not give their label (None: if it has one)
+    max_draws: float = 4.0  # candidates per image asked, at most, when filtering
+    soft_labels: bool = False  # with the filter: the classifier's probabilities per image in dataset.json
 
 
 class _Work:
@@ -334,10 +337,27 @@ def sample_folder(run: str | Path, out: str | Path, cfg: SampleConfig = SampleCo
     if cfg.sampler not in SAMPLERS:
         raise InputError(f"unknown sampler {cfg.sampler!r} (one of {', '.join(SAMPLERS)})")
     counts = {c: int(per_class.get(c, 0)) for c in gen.classes}
+    filtering = "classifier" in gen.meta if cfg.filter is None else cfg.filter
+    if filtering and "classifier" not in gen.meta:
+        raise InputError(f"{gen.run}: has no classifier to filter with (runs trained with an unlabelled pool have one)")
+    parameters = {"guidance": cfg.guidance, "steps": cfg.steps, "sampler": cfg.sampler, "seed": cfg.seed}
+    if filtering:
+        parameters.update(filter="confidence", max_draws=cfg.max_draws, soft_labels=cfg.soft_labels)
+    work = _Work(Path(out), {**parameters, "counts": counts, "weights_sha256": gen.weights_sha256}, overwrite)
+    if filtering:
+        from genai.synth.confidence import filtered_samples
+
+        report = filtered_samples(gen, work.dir, counts, seed=cfg.seed, batch_size=cfg.batch_size,
+                                  max_draws=cfg.max_draws, soft_labels=cfg.soft_labels, progress=progress,
+                                  cancel=cancel, sample_kwargs=dict(guidance=cfg.guidance, steps=cfg.steps,
+                                                                    sampler=cfg.sampler))
+        made = {c: report["per_class"][c]["kept"] for c in gen.classes}
+        card = _card(gen, "samples", parameters, [], made)
+        card["seeds"] = f"candidate j of class c has the seed {cfg.seed} + j x {len(gen.classes)} + c (the file name)"
+        card["filter"] = report
+        return work.finish(card, "Synthetic dataset")
     labels = np.concatenate([np.full(counts[c], i) for i, c in enumerate(gen.classes)]).astype(np.int64)
     seeds = [cfg.seed + i for i in range(len(labels))]
-    parameters = {"guidance": cfg.guidance, "steps": cfg.steps, "sampler": cfg.sampler, "seed": cfg.seed}
-    work = _Work(Path(out), {**parameters, "counts": counts, "weights_sha256": gen.weights_sha256}, overwrite)
     names = [f"{s:08d}" for s in seeds]
     todo = work.missing([f"{gen.classes[labels[i]]}/{names[i]}.png" for i in range(len(labels))])
     done0 = len(labels) - len(todo)

@@ -109,6 +109,34 @@ def classical_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return ((out - mean) * contrast[:, None, None, None] + mean).clamp(0, 1)
 
 
+class StrongAugment:
+    """Tuned classical augmentation: torchvision v2 TrivialAugmentWide (Müller & Hutter 2021: one
+    random op of random strength per image, no settings to tune) on each image, then random shifts
+    of up to ``shift`` pixels and, where a mirror keeps the label, horizontal flips. Picklable, so
+    a classifier's training can run in another process."""
+
+    def __init__(self, *, hflip: bool, shift: int = 2) -> None:
+        self.hflip, self.shift = hflip, shift
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        from torchvision.transforms import v2
+
+        ta = v2.TrivialAugmentWide()  # draws from torch's global generator, seeded by train_classifier
+        u8 = (x * 255).round().to(torch.uint8)
+        x = torch.stack([ta(im) for im in u8]).float() / 255
+        n, c, h, w = x.shape
+        s = self.shift
+        padded = F.pad(x, (s, s, s, s), mode="replicate")
+        rows = torch.randint(2 * s + 1, (n, 1), generator=g) + torch.arange(h)
+        cols = torch.randint(2 * s + 1, (n, 1), generator=g) + torch.arange(w)
+        x = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                   rows[:, None, :, None], cols[:, None, None, :]]
+        if self.hflip:
+            flip = torch.rand(n, generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+
 # --------------------------------------------------------------------------- the gates
 
 
