@@ -48,6 +48,7 @@ class Bar:
         self._options = {"unit": unit, "desc": desc, "total": total, "leave": leave, "file": sys.stderr,
                          "dynamic_ncols": True, "disable": quiet or not sys.stderr.isatty()}
         self._bar = None
+        self._stage = desc
 
     @property
     def bar(self):
@@ -58,6 +59,9 @@ class Bar:
         return self._bar
 
     def __call__(self, p: Progress) -> None:
+        if p.stage and p.stage != self._stage:  # long work in stages (pool, labeller, train) names each
+            self._stage = p.stage
+            self.bar.set_description_str(p.stage, refresh=False)
         self.bar.total = p.total
         self.bar.n = p.done
         self.bar.refresh()

@@ -40,6 +40,17 @@ def register(sub) -> None:
     tr.add_argument("--checkpoint-every", type=positive_int, default=100)
     tr.add_argument("--threads", type=positive_int)
     tr.add_argument("--overwrite", action="store_true", help="start again in a folder holding another run")
+    po = tr.add_argument_group("unlabelled pool", "learn from many images without labels as well (see the README)")
+    po.add_argument("--unlabelled", type=Path, metavar="POOL",
+                    help="a folder of images at any depth (sub-folders are not classes)")
+    po.add_argument("--pseudo-threshold", type=fraction, metavar="P",
+                    help="confidence a pseudo-label needs (default: chosen by cross-validation)")
+    po.add_argument("--pseudo-accuracy", type=fraction, default=0.9,
+                    help="the estimated pseudo-label accuracy the chosen threshold keeps")
+    po.add_argument("--labelled-share", type=fraction, default=0.25,
+                    help="share of every batch drawn from the labelled set")
+    po.add_argument("--labeller-steps", type=positive_int, default=1500,
+                    help="training steps of the classifier that pseudo-labels the pool")
     tr.set_defaults(handler=cmd_train)
 
     sa = ssub.add_parser("sample", help="generate a labelled ImageFolder with a dataset card")
@@ -50,6 +61,13 @@ def register(sub) -> None:
     sa.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight (1: none)")
     sa.add_argument("--steps", type=positive_int, default=25, help="sampler steps")
     sa.add_argument("--sampler", choices=["dpmsolver++", "ddim"], default="dpmsolver++")
+    sa.add_argument("--no-filter", dest="filter", action="store_false", default=None,
+                    help="keep every sample (default: a run trained with a pool drops the samples its "
+                         "classifier does not give their label)")
+    sa.add_argument("--max-draws", type=positive_float, default=4.0,
+                    help="with the filter: candidates per image asked, at most")
+    sa.add_argument("--soft-labels", action="store_true",
+                    help="with the filter: the classifier's probabilities per image in dataset.json")
     _add_generation_output(sa)
     sa.set_defaults(handler=cmd_sample)
 
@@ -102,7 +120,9 @@ def _threads(args) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from genai.synth.data import load_imagefolder
     from genai.synth.diffusion import TrainConfig
-    from genai.synth.training import train
+    from genai.synth.pool import POOL_CACHE, read_pool
+    from genai.synth.pseudo import PseudoConfig
+    from genai.synth.training import PoolConfig, train
 
     _threads(args)
     data = load_imagefolder(args.data, size=args.size)
@@ -111,9 +131,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                       checkpoint_every=args.checkpoint_every)
     log.info("training on %d images of %d classes (%dx%d, %d channel(s)) into %s", len(data), len(data.classes),
              *data.size, data.channels, args.out)
-    return run_long("step", "the checkpoint is saved: rerun the same command to resume",
-                    lambda progress, cancel: train(data, args.out, cfg, progress=progress, cancel=cancel,
-                                                   overwrite=args.overwrite), quiet=args.quiet)
+    pool_cfg = PoolConfig(labelled_share=args.labelled_share, pseudo=PseudoConfig(
+        threshold=args.pseudo_threshold, target_accuracy=args.pseudo_accuracy, steps=args.labeller_steps,
+        hflip=args.hflip, seed=args.seed))
+
+    def work(progress, cancel):
+        pool = None
+        if args.unlabelled is not None:  # read once into the run's cache (a rerun reuses it)
+            pool = read_pool(args.unlabelled, data, Path(args.out) / POOL_CACHE, labelled_root=args.data,
+                             progress=progress, cancel=cancel)
+        return train(data, args.out, cfg, pool=pool, pool_cfg=pool_cfg, progress=progress, cancel=cancel,
+                     overwrite=args.overwrite)
+
+    return run_long("step", "the checkpoint is saved: rerun the same command to resume", work, quiet=args.quiet)
 
 
 def _per_class(args) -> int | dict[str, int]:
@@ -125,7 +155,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     _threads(args)
     cfg = SampleConfig(per_class=_per_class(args), guidance=args.guidance, steps=args.steps, sampler=args.sampler,
-                       seed=args.seed)
+                       seed=args.seed, filter=args.filter, max_draws=args.max_draws, soft_labels=args.soft_labels)
     return run_long("image", "finished images are kept: rerun the same command to resume",
                     lambda progress, cancel: sample_folder(args.run, args.out, cfg, progress=progress,
                                                            cancel=cancel, overwrite=args.overwrite), quiet=args.quiet)

@@ -25,7 +25,7 @@ log = logging.getLogger("genai.synth")
 DRAWS = "draws.json"
 
 
-def filtered_samples(gen, work_dir: Path, counts: dict[str, int], *, seed: int, sample_kwargs: dict,
+def filtered_samples(gen, work_dir: Path, out: Path, counts: dict[str, int], *, seed: int, sample_kwargs: dict,
                      batch_size: int, max_draws: float, soft_labels: bool = False,
                      progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict:
     """Fill ``work_dir/CLASS/SEED.png`` with ``counts`` accepted samples; returns the filter's report."""
@@ -76,12 +76,12 @@ def filtered_samples(gen, work_dir: Path, counts: dict[str, int], *, seed: int, 
     missing = {c: counts[c] - have(c) for c in gen.classes if have(c) < counts[c]}
     if missing:
         log.warning("%s: the classifier accepted too few samples of %s within %g draws per image: %s short",
-                    work_dir, ", ".join(missing), max_draws, ", ".join(f"{c} {m}" for c, m in missing.items()))
+                    out, ", ".join(missing), max_draws, ", ".join(f"{c} {m}" for c, m in missing.items()))
     report = {"classifier_sha256": meta["sha256"], "drawn": drawn, "kept": kept,
               "rejected_rate": round(1 - kept / drawn, 4) if drawn else 0.0,
               "per_class": {c: {"drawn": state["drawn"][c], "kept": have(c)} for c in gen.classes},
               "max_draws_per_image": max_draws, "short": missing}
-    log.info("%s: the confidence filter kept %d of %d samples (%.1f%% rejected)", work_dir, kept, drawn,
+    log.info("%s: the confidence filter kept %d of %d samples (%.1f%% rejected)", out, kept, drawn,
              100 * report["rejected_rate"])
     if soft_labels:
         report["soft_labels"] = state["soft"]

@@ -347,7 +347,7 @@ def sample_folder(run: str | Path, out: str | Path, cfg: SampleConfig = SampleCo
     if filtering:
         from genai.synth.confidence import filtered_samples
 
-        report = filtered_samples(gen, work.dir, counts, seed=cfg.seed, batch_size=cfg.batch_size,
+        report = filtered_samples(gen, work.dir, Path(out), counts, seed=cfg.seed, batch_size=cfg.batch_size,
                                   max_draws=cfg.max_draws, soft_labels=cfg.soft_labels, progress=progress,
                                   cancel=cancel, sample_kwargs=dict(guidance=cfg.guidance, steps=cfg.steps,
                                                                     sampler=cfg.sampler))

@@ -36,6 +36,7 @@ from genai.synth.data import LabelledImages
 
 log = logging.getLogger("genai.synth")
 CACHE, META = "pool.u8", "pool.json"
+POOL_CACHE = ".pool"  # the cache's folder inside a run (hidden: not part of the generator)
 
 
 @dataclass
@@ -184,7 +185,7 @@ def _report(info: PoolInfo) -> None:
         log.warning("%s: skipped %d file(s) that are not images and %d that cannot be read (e.g. %s)", info.source,
                     info.not_images, info.unreadable, ", ".join(info.skipped_examples[:3]))
     if info.resized or info.converted:
-        log.info("%s: %d pool image(s) resized to %dx%d and %d converted to %s, as the labelled set", info.source,
+        log.warning("%s: %d pool image(s) resized to %dx%d and %d converted to %s, as the labelled set", info.source,
                  info.resized, w, h, info.converted, "grayscale" if info.channels == 1 else "RGB")
     if info.labelled_copies:
         log.warning("%s: %d pool image(s) are copies of labelled images (same pixels): left out of the pool",
