@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 from genai.cli import fraction, non_negative_int, positive_float, positive_int, widths
@@ -84,6 +85,8 @@ def register(sub) -> None:
     ev = ssub.add_parser("evaluate", help="local FID/KID, precision/recall, label fidelity, memorisation, balance")
     ev.add_argument("real", type=Path, help="the real (training) ImageFolder")
     ev.add_argument("synthetic", type=Path, help="the synthetic ImageFolder")
+    ev.add_argument("--unlabelled", type=Path, metavar="POOL",
+                    help="the generator's unlabelled pool: near-copies of its images are memorisation too")
     ev.add_argument("--steps", type=positive_int, default=800, help="feature-extractor training steps")
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
     ev.add_argument("--threads", type=positive_int)
@@ -176,21 +179,28 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from genai.synth.data import load_imagefolder
+    from genai.synth.pool import read_pool
     from genai.synth.quality import evaluate
 
     _threads(args)
     real, synth = load_imagefolder(args.real), load_imagefolder(args.synthetic)
-    with Bar("step", quiet=args.quiet) as bar:
-        report = evaluate(real, synth, steps=args.steps, progress=bar)
+    with Bar("step", quiet=args.quiet) as bar, tempfile.TemporaryDirectory(prefix="genai-pool-") as cache:
+        pool = None if args.unlabelled is None else \
+            read_pool(args.unlabelled, real, cache, labelled_root=args.real, progress=bar).images
+        report = evaluate(real, synth, pool=pool, steps=args.steps, progress=bar)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"{report['synthetic_images']} synthetic vs {report['real_images']} real images ({report['note']})")
-        for key in ("fid", "kid", "precision", "recall", "label_fidelity", "memorised_rate", "imbalance"):
+        keys = ("fid", "kid", "precision", "recall", "label_fidelity", "memorised_rate", "memorised_rate_pool",
+                "imbalance")
+        for key in (k for k in keys if k in report):
             value = report[key]
-            print(f"  {key:<15} {'a class has no images' if value is None else f'{value:.4f}'}")
+            print(f"  {key:<19} {'a class has no images' if value is None else f'{value:.4f}'}")
         for name in report["memorised"][:10]:
             print(f"  near-copy of a training image: {name}")
+        for name in report.get("memorised_pool", [])[:10]:
+            print(f"  near-copy of a pool image: {name}")
         print("  gates: " + ", ".join(f"{k} {'pass' if v else 'FAIL'}" for k, v in report["gates"].items()))
     return 0 if all(report["gates"].values()) else 1
 

@@ -215,9 +215,11 @@ class GateThresholds:
 
 
 def evaluate(real: LabelledImages, synth: LabelledImages, *, reference: LabelledImages | None = None,
-             steps: int = 800, seed: int = 0, thresholds: GateThresholds = GateThresholds(),
+             pool: np.ndarray | None = None, steps: int = 800, seed: int = 0,
+             thresholds: GateThresholds = GateThresholds(),
              progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> dict:
-    """Every gate for ``synth`` against ``real`` (the training data: memorisation is checked against it).
+    """Every gate for ``synth`` against ``real`` (the training data: memorisation is checked against it,
+    and against the unlabelled ``pool`` images too when the generator learnt from one).
 
     ``reference`` (default: ``real``) trains the feature extractor. The result is JSON-ready and
     says which gates pass.
@@ -254,7 +256,12 @@ def evaluate(real: LabelledImages, synth: LabelledImages, *, reference: Labelled
         "memorised_rate": float(len(flagged) / max(len(synth), 1)), "memorised": flagged[:100],
         "class_counts": counts, "imbalance": imbalance,
     }
-    result["gates"] = {"memorisation": result["memorised_rate"] <= thresholds.max_memorised_rate,
+    if pool is not None and len(pool) >= 2:
+        near = memorisation(synth.images, pool) < thresholds.memorised_ratio
+        result["memorised_rate_pool"] = float(near.mean())
+        result["memorised_pool"] = [synth.files[i] for i in np.flatnonzero(near)][:100]
+    result["gates"] = {"memorisation": max(result["memorised_rate"], result.get("memorised_rate_pool", 0.0))
+                       <= thresholds.max_memorised_rate,
                        "class_balance": imbalance is not None and imbalance <= thresholds.max_imbalance,
                        "label_fidelity": result["label_fidelity"] >= thresholds.min_label_fidelity}
     return result

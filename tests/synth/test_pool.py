@@ -175,3 +175,16 @@ def test_the_pool_is_read_once_and_streamed(labelled, pool_folder, tmp_path, mon
     monkeypatch.setattr(genai.images, "read_image", lambda *a, **k: pytest.fail("decoded again"))
     again = read_pool(pool_folder, like, tmp_path)
     assert again.info == first.info and np.array_equal(np.asarray(again.images), np.asarray(first.images))
+
+
+def test_evaluate_flags_copies_of_pool_images(labelled, pool_folder, fmnist, tmp_path, capsys):
+    """Samples that copy pool images fail the memorisation gate once the pool is named."""
+    fake = tmp_path / "synthetic"
+    few = fmnist.per_class(2, seed=5)
+    copies = fmnist.images[-40:][: len(few)]  # the pool's first images, under any label
+    write_imagefolder(fake, copies, few.labels, few.classes, [f"s{i}" for i in range(len(few))])
+    code, out, _ = genai(capsys, "synth", "evaluate", labelled, fake, "--steps", "5")
+    assert "memorised_rate_pool" not in out
+    code, out, _ = genai(capsys, "synth", "evaluate", labelled, fake, "--steps", "5", "--unlabelled", pool_folder)
+    assert code == 1 and "memorised_rate_pool 1.0000" in out and "near-copy of a pool image" in out
+    assert "memorisation FAIL" in out
