@@ -120,12 +120,13 @@ def _arrays(d):
     return d.images, d.labels
 
 
-def train_arm(parts: dict, names: tuple[str, ...], augment: bool, seed: int, args) -> tuple[Q.SmallCNN, float]:
+def train_arm(parts: dict, names: tuple[str, ...], augment: bool, seed: int, args,
+              factor: float = 1) -> tuple[Q.SmallCNN, float]:
     chosen = [parts[n] for n in names if len(parts[n][0])]
     images = np.concatenate([p[0] for p in chosen])
     labels = np.concatenate([p[1] for p in chosen])
     weights = np.concatenate([np.full(len(p[0]), 1.0 / len(p[0])) for p in chosen])
-    steps = max(args.min_steps, round(args.epochs * len(images) / 128))
+    steps = round(factor * max(args.min_steps, round(args.epochs * len(images) / 128)))
     t0 = time.monotonic()
     model = Q.train_classifier(images, labels, 10, steps=steps, batch_size=128, seed=seed, weights=weights,
                                augment=Q.StrongAugment(hflip=True) if augment else None)
@@ -148,6 +149,18 @@ def run_k(k: int, args, train_set, test_set) -> dict:
             result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             _write_json(rfile, result)
             print(f"  k={k} {label} seed {seed}: {accs[-1]:.2f} ({speed:.0f} img/s)", flush=True)
+    if args.check_convergence:  # the budget rule: does twice the budget still move an arm?
+        check = result.setdefault("convergence", {})
+        for name in ("real+aug", "self-train"):
+            _, _, names, augment = next(a for a in ARMS if a[0] == name)
+            doubled = check.setdefault(name, [])
+            for seed in range(len(doubled), 2):
+                model, _ = train_arm(ready["parts"], names, augment, seed, args, factor=2)
+                pred, _ = Q.predict(model, test_set.images)
+                doubled.append(float((pred == test_set.labels).mean() * 100))
+                _write_json(rfile, result)
+            print(f"  k={k} {name}: twice the budget {np.mean(doubled):.2f} vs "
+                  f"{np.mean(result['accuracy'][name][:2]):.2f} (seeds 0-1)", flush=True)
     if "gates" not in result:
         real = ready["real"]
         synth = load_imagefolder(ready["work"] / "samples-pool").relabel(real.classes)
@@ -174,6 +187,8 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=15)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", type=Path, default=REPO / "build" / "bench-synth-pool")
+    p.add_argument("--check-convergence", action="store_true",
+                   help="also train arms (2) and (5) with twice the budget (seeds 0-1) and print both")
     p.add_argument("--table-only", action="store_true", help="print the table of the results saved in --work")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -212,6 +227,9 @@ def print_table(results: list[dict], args) -> None:
             g = info["generator_images_per_s"]
             print(f"  generator training: scratch {g['scratch']:.0f} img/s, pool {g['pool']:.0f} img/s; "
                   f"peak RSS {r.get('peak_rss_mb', 0):.0f} MB")
+        for name, doubled in r.get("convergence", {}).items():
+            print(f"  convergence check, {name}: twice the budget {np.mean(doubled):.2f} vs "
+                  f"{np.mean(a[name][:len(doubled)]):.2f} with the budget (seeds 0-{len(doubled) - 1})")
         gates = r.get("gates")
         if gates:
             print(f"  pool samples: local FID {gates['fid']:.2f}, precision {gates['precision']:.3f}, recall "
