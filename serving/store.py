@@ -360,8 +360,8 @@ class Store:
         """Finished jobs (ended before ``cutoff``) whose files are still kept."""
         with self._tx() as cur:
             cur.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') "
-                        "AND finished < ? AND (result_key IS NOT NULL OR input_key != '' OR options LIKE ? ESCAPE '\\') "
-                        "ORDER BY finished LIMIT ?", (cutoff, _HAS_UPLOADS, limit))
+                        "AND finished < ? AND (result_key IS NOT NULL OR input_key != '' "
+                        "OR options LIKE ? ESCAPE '\\') ORDER BY finished LIMIT ?", (cutoff, _HAS_UPLOADS, limit))
             return [self._row(r) for r in cur.fetchall()]
 
     def in_use(self, job_id: str) -> bool:
