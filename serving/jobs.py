@@ -25,7 +25,7 @@ from serving.errors import public
 from serving.kinds import KINDS, Run
 from serving.settings import Settings
 from serving.storage import Storage
-from serving.store import Job, Store
+from serving.store import UPLOADS, Job, Store, upload_keys
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class JobRunner:
                 log.exception("retention sweep failed")
 
     def sweep(self, now: float | None = None, limit: int = 1000) -> list[str]:
-        """Delete the files (result, work folder, upload) of jobs that ended over
+        """Delete the files (result, work folder, uploads) of jobs that ended over
         ``result_ttl_hours`` ago, at most ``limit`` a sweep; their rows stay, marked expired. A
         job whose files a queued or running job still reads (a generator) waits for a later
         sweep. Returns the ids purged."""
@@ -108,7 +108,7 @@ class JobRunner:
             if self.store.in_use(job.id):
                 continue
             self.storage.delete_job(job.id)
-            for key in (job.result_key, job.input_key):
+            for key in (job.result_key, *upload_keys(job)):
                 if key and not key.startswith("jobs/"):
                     self.storage.delete(key)
             self.store.mark_purged(job.id)
@@ -156,12 +156,13 @@ class JobRunner:
             return cancelled["user"] or cancelled["lost"]
 
         src = self.storage.local_path(job.input_key) if job.input_key else None
+        extras = {name: self.storage.local_path(key) for name, key in (job.options.get(UPLOADS) or {}).items()}
         folder = self.storage.job_dir(job.id)
         try:
             if kind is None:
                 raise GenaiError(f"unknown job kind {job.kind!r} (this server runs {', '.join(KINDS)})")
             outcome = kind.run(Run(job=job, folder=folder, input=src, executor=self.settings.job_executor,
-                                   service=self.service, progress=progress, cancel=cancel))
+                                   service=self.service, progress=progress, cancel=cancel, extras=extras))
         except Cancelled:
             if cancelled["lost"]:  # another worker runs it now, in the same folder: touch nothing
                 log.warning("job %s: no longer this worker's (its lease ran out); stopped here", job.id)
@@ -175,7 +176,8 @@ class JobRunner:
         except GenaiError as exc:
             log.info("job %s: failed: %s", job.id, exc)
             self.storage.delete_job(job.id)
-            paths = {str(folder): "job", **({str(src): job.input_name} if src else {})}
+            paths = {str(folder): "job", **({str(src): job.input_name} if src else {}),
+                     **{str(path): name for name, path in extras.items()}}
             self.store.finish(job.id, self.worker_id, "failed", error=public(str(exc), paths=paths))
         except Exception as exc:  # noqa: BLE001 - a bug: the job fails with a reference, the log has the trace
             log.exception("job %s: internal error", job.id)

@@ -27,6 +27,7 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")
 KEY_PREFIX = "gk_"
+UPLOADS = "_uploads"  # in a job's options: {field: storage key} of its extra uploads (not in the public JSON)
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS api_keys (
@@ -87,6 +88,13 @@ class Job:
 
 
 _JOB_COLUMNS = ", ".join("fps" if f == "rate" else f for f in Job.__dataclass_fields__)
+_HAS_UPLOADS = f'%"\\{UPLOADS}": {{"%'  # LIKE pattern (ESCAPE '\\'): options with extra uploads
+
+
+def upload_keys(job: Job) -> list[str]:
+    """The storage keys of the job's uploads: the main one (if any) and its extra ones."""
+    extras = job.options.get(UPLOADS) or {}
+    return [k for k in (job.input_key, *extras.values()) if k]
 
 
 def digest(key: str) -> str:
@@ -352,8 +360,8 @@ class Store:
         """Finished jobs (ended before ``cutoff``) whose files are still kept."""
         with self._tx() as cur:
             cur.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') "
-                        "AND finished < ? AND (result_key IS NOT NULL OR input_key != '') ORDER BY finished LIMIT ?",
-                        (cutoff, limit))
+                        "AND finished < ? AND (result_key IS NOT NULL OR input_key != '' "
+                        "OR options LIKE ? ESCAPE '\\') ORDER BY finished LIMIT ?", (cutoff, _HAS_UPLOADS, limit))
             return [self._row(r) for r in cur.fetchall()]
 
     def in_use(self, job_id: str) -> bool:
@@ -366,8 +374,12 @@ class Store:
     def mark_purged(self, job_id: str) -> None:
         """The job's files are deleted: the row stays (its history), without file keys."""
         with self._tx() as cur:
-            cur.execute("UPDATE jobs SET result_key = NULL, input_key = '', updated = ? WHERE id = ?",
-                        (time.time(), job_id))
+            job = self._get(cur, job_id)
+            if job is None:
+                return
+            options = {k: v for k, v in job.options.items() if k != UPLOADS}
+            cur.execute("UPDATE jobs SET result_key = NULL, input_key = '', options = ?, updated = ? WHERE id = ?",
+                        (json.dumps(options), time.time(), job_id))
 
 
 class _PgCursor:
@@ -399,7 +411,8 @@ def job_json(job: Job, *, unit: str | None = None, ttl_hours: float = 0, has_fil
     expires = d["finished"] + ttl_hours * 3600 if ttl_hours and d["finished"] is not None else None
     return {
         "id": d["id"], "kind": d["kind"], "state": d["state"], "progress": round(d["progress"], 4),
-        "rate": d["rate"], "fps": d["rate"], "eta_seconds": d["eta"], "error": d["error"], "options": d["options"],
+        "rate": d["rate"], "fps": d["rate"], "eta_seconds": d["eta"], "error": d["error"],
+        "options": {k: v for k, v in d["options"].items() if k != UPLOADS},
         "input_name": d["input_name"], "created": d["created"], "updated": d["updated"],
         "started": d["started"], "finished": d["finished"], "attempts": d["attempts"],
         "chunks_resumed": d["chunks_resumed"], "unit": unit,

@@ -8,6 +8,9 @@ A kind module defines:
 - ``NAME``, ``UNIT`` (what progress counts), ``Form`` (its form fields, a pydantic model),
   ``UPLOAD`` ("required", "optional" or "none") and ``sniff(head)`` (the stored suffix of an
   acceptable upload, judged from its first bytes, or None) with ``UPLOAD_WHAT`` for the message;
+- optionally ``EXTRA_FILES``: more named file uploads, each optional (``{field: description}``,
+  sniffed with ``sniff`` as the main one; a kind that needs one says so in ``check``); ``check``
+  gets them as ``Submit.extras`` and ``run`` as ``Run.extras`` (``{field: local path}``);
 - ``check(ctx: Submit) -> (options, input_name)``: validation at submission (raises the library's
   errors, ``genai.errors`` or ``serving.errors``, with a message naming the field: the app answers
   them with a 4xx); runs in a thread;
@@ -25,7 +28,7 @@ from __future__ import annotations
 import importlib
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -37,18 +40,20 @@ from genai.progress import CancelFn, ProgressFn
 
 @dataclass(frozen=True)
 class Submit:
-    """What ``check`` sees: the service, the caller, the validated form and the upload (saved)."""
+    """What ``check`` sees: the service, the caller, the validated form and the uploads (saved)."""
 
     service: Any
     owner: str
     form: Any
     upload: Path | None
     upload_name: str
+    extras: dict[str, Path] = field(default_factory=dict)  # the kind's EXTRA_FILES that were sent
+    extra_names: dict[str, str] = field(default_factory=dict)  # their file names, as the client gave them
 
 
 @dataclass(frozen=True)
 class Run:
-    """What ``run`` gets: the job, its folder (kept across restarts: resume from it), the input."""
+    """What ``run`` gets: the job, its folder (kept across restarts: resume from it), the inputs."""
 
     job: Any
     folder: Path
@@ -57,6 +62,7 @@ class Run:
     service: Any  # settings, store and storage (e.g. to find another job's folder)
     progress: ProgressFn
     cancel: CancelFn
+    extras: dict[str, Path] = field(default_factory=dict)  # the kind's EXTRA_FILES sent with the job
 
     def call(self, fn: Callable, *args, on_ray: str | None = None, **kwargs) -> Any:
         """``fn(*args, progress=, cancel=, **kwargs)`` with the job's progress and cancel check: in

@@ -48,14 +48,14 @@ def check_model(service, model: str):
     return manifest
 
 
-async def read_upload_head(file: UploadFile, limit_bytes: int, what: str) -> bytes:
+async def read_upload_head(file: UploadFile, limit_bytes: int, what: str, *, field: str = "file") -> bytes:
     size = file.size
     if size is not None and size > limit_bytes:
-        raise HTTPException(413, f"file: {what} of {size:,} bytes is over the limit of {limit_bytes:,}")
+        raise HTTPException(413, f"{field}: {what} of {size:,} bytes is over the limit of {limit_bytes:,}")
     head = await file.read(512)
     await file.seek(0)
     if not head:
-        raise HTTPException(400, "file: empty upload")
+        raise HTTPException(400, f"{field}: empty upload")
     return head
 
 

@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 from serving.deps import Caller, ServiceDep, errors
 from serving.kinds import KINDS, Submit
 from serving.routes.images import read_upload_head, safe_stem
-from serving.store import TERMINAL, Job, QuotaExceeded, job_json
+from serving.store import TERMINAL, UPLOADS, Job, QuotaExceeded, job_json
 
 router = APIRouter(tags=["jobs"])
 MEDIA = {"glb": "model/gltf-binary", "stl": "model/stl", "png": "image/png", "json": "application/json",
@@ -96,6 +96,14 @@ def _save_upload(storage, key: str, fileobj) -> str:
     return h.hexdigest()
 
 
+def _extra_files(kind) -> dict[str, str]:
+    """The kind's named uploads besides ``file``: {field: what it is}."""
+    return getattr(kind, "EXTRA_FILES", None) or {}
+
+
+_FILE_FIELDS = {"file"}.union(*(_extra_files(k) for k in KINDS.values()))
+
+
 def _form_schema() -> dict:
     """OpenAPI: the multipart body is one of the kinds' forms (each with its upload, if any)."""
     variants = []
@@ -106,32 +114,63 @@ def _form_schema() -> dict:
             schema["properties"]["file"] = {"type": "string", "format": "binary", "description": kind.UPLOAD_WHAT}
             if kind.UPLOAD == "required":
                 schema.setdefault("required", []).append("file")
+        for field, what in _extra_files(kind).items():
+            schema["properties"][field] = {"type": "string", "format": "binary", "description": f"optional: {what}"}
         schema.pop("$defs", None)
         variants.append(schema)
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {"oneOf": variants}}}}}
 
 
-async def _read_form(request: Request) -> tuple[dict, UploadFile | None]:
+async def _read_form(request: Request) -> tuple[dict, dict[str, UploadFile]]:
+    """The form's fields and its files ({field: upload}; an empty file input is no upload)."""
     try:
-        form = await request.form(max_files=1, max_fields=200)
+        # one file more than any kind takes: an unexpected one is named in a 422, not a parse error
+        form = await request.form(max_files=len(_FILE_FIELDS) + 1, max_fields=200)
     except Exception as exc:  # noqa: BLE001 - a malformed body is the client's error
         raise HTTPException(400, f"the body is not a readable multipart form ({type(exc).__name__})") from None
     fields: dict = {}
-    upload = None
+    files: dict[str, UploadFile] = {}
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
             if not value.filename and not value.size:
                 continue  # an empty file input of an HTML form: no upload
-            if key != "file":
-                raise HTTPException(422, f"{key}: unexpected file (the upload goes in 'file')")
-            upload = value
-        elif key == "file" and value == "":
+            if key in files:
+                raise HTTPException(422, f"{key}: given more than once")
+            files[key] = value
+        elif key in _FILE_FIELDS and value == "":
             continue  # an empty file input, as some clients send it: no upload
         elif key in fields:
             fields[key] = [*fields[key], value] if isinstance(fields[key], list) else [fields[key], value]
         else:
             fields[key] = value
-    return fields, upload
+    return fields, files
+
+
+def _uploads_of(kind, fields: dict, files: dict[str, UploadFile]) -> tuple[UploadFile | None, dict[str, UploadFile]]:
+    """The main upload and the extra ones; 422 for a file field the kind does not take."""
+    extra = _extra_files(kind)
+    for key in files:
+        if key != "file" and key not in extra:
+            takes = [f"'{f}'" for f in (["file"] if kind.UPLOAD != "none" else []) + list(extra)]
+            where = f"takes files in {' and '.join(takes)}" if takes else "takes no file"
+            raise HTTPException(422, f"{key}: unexpected file (kind {kind.NAME} {where})")
+    for key in sorted(({"file"} | set(extra)) & set(fields)):
+        raise HTTPException(422, f"{key}: expected a file, got a text field")
+    return files.get("file"), {k: v for k, v in files.items() if k != "file"}
+
+
+async def _save(storage, kind, upload: UploadFile, field: str, what: str, limit: int) -> tuple[str, str]:
+    """One upload sniffed (415 if it is not what the kind takes) and saved: (storage key, sha256)."""
+    head = await read_upload_head(upload, limit, "upload", field=field)
+    suffix = kind.sniff(head)
+    if suffix is None:
+        raise HTTPException(415, f"{field}: not {what}, judged from its content")
+    key = storage.new_key("uploads", suffix)
+    try:
+        return key, await run_in_threadpool(_save_upload, storage, key, upload.file)
+    except BaseException:
+        storage.delete(key)
+        raise
 
 
 def _validate(kind, fields: dict):
@@ -164,13 +203,15 @@ async def submit_job(
                                                   "returns the same job")] = None,
 ):
     """Submit a job: multipart form with ``kind`` (default remaster), the kind's options and, for
-    remaster and synth-train (optionally design), a ``file``."""
+    remaster and synth-train (optionally design), a ``file``; synth-train optionally takes a
+    ``pool`` too (a zip of unlabelled images)."""
     settings, store, storage = service.settings, service.store, service.storage
-    fields, upload = await _read_form(request)
+    fields, files = await _read_form(request)
     name = fields.pop("kind", None) or "remaster"
     kind = KINDS.get(name) if isinstance(name, str) else None
     if kind is None:
         raise HTTPException(422, f"kind: unknown job kind {name!r} (one of {', '.join(KINDS)})")
+    upload, extra_uploads = _uploads_of(kind, fields, files)
     form = _validate(kind, {**fields, "kind": name})
     if upload is None and kind.UPLOAD == "required":
         raise HTTPException(422, f"file: kind {name} needs {kind.UPLOAD_WHAT}")
@@ -178,17 +219,20 @@ async def submit_job(
         raise HTTPException(422, f"file: kind {name} takes no upload")
 
     key, digest = "", ""
-    if upload is not None:
-        head = await read_upload_head(upload, settings.max_upload_mb << 20, "upload")
-        suffix = kind.sniff(head)
-        if suffix is None:
-            raise HTTPException(415, f"file: not {kind.UPLOAD_WHAT}, judged from its content")
-        key = storage.new_key("uploads", suffix)
-        digest = await run_in_threadpool(_save_upload, storage, key, upload.file)
-    options_in = form.model_dump(mode="json")
-    fingerprint = hashlib.sha256(json.dumps([options_in, digest], sort_keys=True).encode()).hexdigest()
+    extra_keys: dict[str, str] = {}
     keep = False
+    limit = settings.max_upload_mb << 20
     try:
+        if upload is not None:
+            key, digest = await _save(storage, kind, upload, "file", kind.UPLOAD_WHAT, limit)
+        extra_digests = {}
+        for field, extra in sorted(extra_uploads.items()):
+            extra_keys[field], extra_digests[field] = await _save(storage, kind, extra, field,
+                                                                  _extra_files(kind)[field], limit)
+        options_in = form.model_dump(mode="json")
+        # without extra uploads, the fingerprint is what it was before kinds took them
+        fingerprint = hashlib.sha256(json.dumps([options_in, digest, *([extra_digests] if extra_digests else [])],
+                                                sort_keys=True).encode()).hexdigest()
         if idempotency_key is not None:
             earlier = store.find_idempotent(owner, idempotency_key)
             if earlier is not None:
@@ -200,8 +244,12 @@ async def submit_job(
         if store.count_active(owner) >= settings.max_active_jobs:
             raise quota  # early, before the kind's checks; create_job counts again, atomically
         ctx = Submit(service=service, owner=owner, form=form, upload=storage.local_path(key) if key else None,
-                     upload_name=(upload.filename if upload is not None else None) or "")
+                     upload_name=(upload.filename if upload is not None else None) or "",
+                     extras={f: storage.local_path(k) for f, k in extra_keys.items()},
+                     extra_names={f: u.filename or "" for f, u in extra_uploads.items()})
         options, input_name = await run_in_threadpool(kind.check, ctx)
+        if extra_keys:
+            options = {**options, UPLOADS: extra_keys}
         try:
             job, created = store.create_job(owner=owner, kind=name, options=options, input_key=key,
                                             input_name=safe_stem(input_name, name), idempotency_key=idempotency_key,
@@ -215,8 +263,10 @@ async def submit_job(
             return JSONResponse(public(service, job), status_code=200, headers={"Idempotent-Replayed": "true"})
         return JSONResponse(public(service, job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
     finally:
-        if key and not keep:
-            storage.delete(key)
+        if not keep:
+            for k in (key, *extra_keys.values()):
+                if k:
+                    storage.delete(k)
 
 
 @router.get("/v1/jobs", response_model=JobPage, responses=errors())

@@ -1,5 +1,6 @@
 // The Synthetic-data tab: train a class-conditional generator on an uploaded ImageFolder zip (a
-// job), sample a labelled grid from it (synchronous), make a labelled data set (a job).
+// job; optionally with a zip of unlabelled images, the pool), sample a labelled grid from it
+// (synchronous), make a labelled data set (a job).
 // Uses the helpers of app.js.
 "use strict";
 
@@ -68,6 +69,8 @@ async function train(event) {
   const form = new FormData();
   form.append("kind", "synth-train");
   form.append("file", file);
+  const pool = $("train-pool").files[0];
+  if (pool) form.append("pool", pool);
   const steps = intField("train-steps");
   const size = intField("train-size");
   const batch = intField("train-batch");
@@ -81,7 +84,7 @@ async function train(event) {
   synth.train = ctrl;
   const button = $("train");
   button.disabled = true;
-  trainStatus(`Uploading ${file.name}…`);
+  trainStatus(pool ? `Uploading ${file.name} and ${pool.name}…` : `Uploading ${file.name}…`);
   try {
     const job = await runJob("train", form, { status: trainStatus, signal: ctrl.signal });
     if (!job || job.state !== "succeeded") return;

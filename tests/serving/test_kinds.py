@@ -37,6 +37,25 @@ def fashion_zip(classes=(0, 1, 7), per_class: int = 10, top: str = "fashion/", e
     return buf.getvalue()
 
 
+def pool_zip(n: int = 36, extra: dict | None = None) -> bytes:
+    """A zip of unlabelled images in nested folders (which are not classes): Fashion-MNIST images
+    of the classes of ``fashion_zip`` that it does not hold, with a file that is not an image."""
+    from genai.synth.data import load_fashion_mnist
+
+    d = load_fashion_mnist("test")
+    picks = np.concatenate([np.flatnonzero(d.labels == c)[10:10 + n // 3] for c in (0, 1, 7)])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i, idx in enumerate(picks):
+            png = io.BytesIO()
+            PILImage.fromarray(d.images[idx][..., 0]).save(png, "PNG")
+            z.writestr(f"shots/{'day1/cam' if i % 2 else 'day2'}/{i % 3}/{i:04d}.png", png.getvalue())
+        z.writestr("shots/README.txt", "camera roll")
+        for name, data in (extra or {}).items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
 def wait(c: TestClient, job_id: str, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -190,6 +209,103 @@ def test_synth_bad_input_gets_one_message(gateway):
     assert r.status_code == 404
     r = c.post("/v1/jobs", data={"kind": "synth-sample", "generator": "zz"})
     assert r.status_code == 422
+
+
+def test_synth_train_learns_from_an_unlabelled_pool_too(gateway):
+    """synth-train with a pool zip: read at submission (its image count in the options), trained
+    on with pseudo-labels, the generator's card and pseudo.json tell of it, the pool's cache is not
+    in the download; the pool upload is deleted with the job's files."""
+    app, c = gateway
+    service = app.state.service
+    fields = {"kind": "synth-train", "steps": "6", "batch": "8", "labeller_steps": "20", "labelled_share": "0.5"}
+    files = {"file": ("clothes.zip", fashion_zip()), "pool": ("camera roll.zip", pool_zip())}
+    r = c.post("/v1/jobs", data=fields, files=files, headers={"Idempotency-Key": "pool-1"})
+    assert r.status_code == 202, r.text
+    options = r.json()["options"]
+    assert options["pool"] == "camera_roll.zip" and options["pool_images"] == 36 and options["labeller_steps"] == 20
+    assert not any(k.startswith("_") for k in options)  # the storage keys stay inside
+    again = c.post("/v1/jobs", data=fields, files=files, headers={"Idempotency-Key": "pool-1"})
+    assert again.status_code == 200 and again.json()["id"] == r.json()["id"]
+    other = c.post("/v1/jobs", data=fields, headers={"Idempotency-Key": "pool-1"},
+                   files={**files, "pool": ("camera roll.zip", pool_zip(n=30))})
+    assert other.status_code == 422 and "Idempotency-Key" in message(other)  # another pool, another request
+
+    job = wait(c, r.json()["id"])
+    assert job["state"] == "succeeded", job
+    z = zipfile.ZipFile(io.BytesIO(c.get(job["result_url"]).content))
+    card = z.read("MODEL_CARD.md").decode()
+    assert "| unlabelled pool | 36 images from `camera_roll.zip`" in card and "1 not images" in card, card
+    assert str(service.settings.home) not in card
+    pseudo = json.loads(z.read("pseudo.json"))
+    assert pseudo["pool"] == 36 and 0 <= pseudo["confident"] <= 36
+    assert json.loads(z.read("model.json"))["pool"]["images"] == 36
+    assert {"classifier.safetensors", "pseudo.npz"} <= set(z.namelist())  # what filtered sampling needs
+    assert not any("pool.u8" in n or n.startswith(".") for n in z.namelist())
+    folder = service.storage.job_dir(job["id"])
+    assert not (folder / "pool").exists() and not (folder / "pool_cache").exists()  # done with
+
+    upload = service.storage.local_path(service.store.get_job(job["id"]).options["_uploads"]["pool"])
+    assert upload.is_file()
+    assert job["id"] in service.runner.sweep(now=time.time() + 73 * 3600)
+    assert not upload.exists() and "_uploads" not in service.store.get_job(job["id"]).options
+
+
+def test_a_stopped_pool_job_resumes_with_its_pool_cache_and_pseudo_labels(tmp_path, caplog):
+    """The runner reruns ``run`` in the same folder after a stop: the pool is not read again, the
+    pseudo-labels are not made again, training goes on from its checkpoint."""
+    from types import SimpleNamespace
+
+    from genai.errors import Cancelled
+    from serving.kinds import Run, synth_train
+
+    (tmp_path / "labelled.zip").write_bytes(fashion_zip(per_class=6))
+    (tmp_path / "pool.zip").write_bytes(pool_zip(n=12))
+    options = {"size": None, "steps": 4, "batch": 4, "hflip": False, "seed": 0, "labelled_share": 0.5,
+               "pseudo_threshold": 0.5, "labeller_steps": 5, "pool": "pool.zip", "pool_images": 12}
+    job = SimpleNamespace(id="0" * 32, options=options, input_name="labelled")
+    folder, done = tmp_path / "job", {"steps": 0}
+    folder.mkdir()
+
+    def ctx(cancel) -> Run:
+        return Run(job=job, folder=folder, input=tmp_path / "labelled.zip", executor="local", service=None,
+                   progress=lambda p: done.update(steps=p.done), cancel=cancel, extras={"pool": tmp_path / "pool.zip"})
+
+    with pytest.raises(Cancelled):
+        synth_train.run(ctx(lambda: done["steps"] >= 2))
+    assert (folder / "pool_cache" / "pool.u8").is_file() and not (folder / "generator" / "pool.u8").exists()
+    pseudo = folder / "generator" / "pseudo.npz"
+    made = pseudo.stat().st_mtime_ns
+    caplog.set_level(logging.INFO, logger="genai")
+    assert synth_train.run(ctx(lambda: False)).result == "generator.zip"
+    said = [r.getMessage() for r in caplog.records]
+    assert any("resuming at step 2 of 4" in m for m in said), said
+    assert not any("unlabelled images" in m or "pseudo-labels:" in m for m in said), said  # both reused
+    assert pseudo.stat().st_mtime_ns == made
+
+
+def test_synth_bad_pools_get_one_message(gateway):
+    app, c = gateway
+    uploads = app.state.service.storage.root / "uploads"
+    before = set(uploads.iterdir())
+    labelled = ("clothes.zip", fashion_zip())
+    cases = [
+        ({"pool": ("p.zip", b"not a zip at all")}, {}, 415, "pool: not a zip of unlabelled images"),
+        ({"pool": ("empty.zip", pool_zip(n=0))}, {}, 422, "pool: empty.zip: the unlabelled pool has no images"),
+        ({"pool": ("bad.zip", pool_zip(extra={"../up.png": b"x"}))}, {}, 422, "pool: bad.zip holds an unsafe path"),
+        ({"pool": ("p.zip", b"PK\x03\x04" + b"\x00" * 100)}, {}, 422, "pool: p.zip is not a readable zip"),
+        ({}, {"pseudo_threshold": "0.9"}, 422, "pseudo_threshold: only with a pool"),
+        ({"pool": ("p.zip", pool_zip(n=3))}, {"labelled_share": "0"}, 422, "labelled_share"),
+    ]
+    for files, fields, status, text in cases:
+        r = c.post("/v1/jobs", data={"kind": "synth-train", "steps": "1", **fields}, files={"file": labelled, **files})
+        assert r.status_code == status and text in message(r), (text, r.status_code, r.text)
+        assert str(app.state.service.settings.home) not in message(r)
+    r = c.post("/v1/jobs", data={"kind": "design", "problem": "mbb", "n": "1"},
+               files={"pool": ("p.zip", pool_zip(n=3))})
+    assert r.status_code == 422 and message(r).startswith("pool: unexpected file"), r.text
+    r = c.post("/v1/jobs", data={"kind": "synth-train", "pool": "a name"}, files={"file": labelled})
+    assert r.status_code == 422 and "pool: expected a file" in message(r)
+    assert set(uploads.iterdir()) == before  # nothing refused is kept, nor its scratch folders
 
 
 def test_finished_results_are_deleted_after_their_retention(gateway):

@@ -207,3 +207,21 @@ def test_a_generator_is_in_use_while_a_job_names_it(store):
     assert store.in_use(gen.id) and not store.in_use(sample.id)
     store.request_cancel(sample.id, "alice")  # queued -> cancelled: no longer needs it
     assert not store.in_use(gen.id)
+
+
+def test_extra_uploads_are_private_and_swept_with_the_job(store):
+    """A job's extra uploads (a synth-train pool) live in its options, hidden from the public
+    JSON; a finished job with no other file is still found by the sweep, and purging forgets them."""
+    from serving.store import UPLOADS, job_json, upload_keys
+
+    job, _ = store.create_job(owner="alice", kind="synth-sample", input_key="", input_name="x",
+                              options={"steps": 1, UPLOADS: {"pool": "uploads/p.zip"}})
+    decoy, _ = store.create_job(owner="alice", kind="synth-sample", input_key="", input_name="y",
+                                options={"classes": ["_uploads", "xuploads"], "counts": {"_uploads": 1}})
+    assert upload_keys(job) == ["uploads/p.zip"] and upload_keys(decoy) == []
+    assert job_json(job)["options"] == {"steps": 1}
+    for j in (job, decoy):
+        store.request_cancel(j.id, "alice")
+    assert [j.id for j in store.expired(time.time() + 1)] == [job.id]  # the decoy has no file to delete
+    store.mark_purged(job.id)
+    assert store.expired(time.time() + 1) == [] and store.get_job(job.id).options == {"steps": 1}

@@ -362,3 +362,33 @@ def test_synth_tab_trains_samples_and_makes_a_dataset(browser, worker_server, im
             assert any(n.endswith("dataset.json") for n in z.namelist())
         for name in SYNTH_CLASSES:
             assert sum(f"/{name}/" in f"/{n}" for n in pngs) == 3, pngs
+
+
+def test_synth_train_form_sends_an_unlabelled_pool(page, server, imagefolder_zip, tmp_path):
+    """The optional pool file input goes to the job as ``pool`` (read at submission: its image
+    count is in the job's options). Jobs stay queued here: the job is cancelled, not run."""
+    import zipfile
+
+    from genai.synth.data import load_fashion_mnist
+
+    data = load_fashion_mnist("test")
+    pool = tmp_path / "camera roll.zip"
+    with zipfile.ZipFile(pool, "w") as z:
+        for name in SYNTH_CLASSES:
+            for k, i in enumerate(np.flatnonzero(data.labels == data.classes.index(name))[8:14]):
+                buf = io.BytesIO()
+                PILImage.fromarray(data.images[i][..., 0]).save(buf, format="PNG")
+                z.writestr(f"roll/{k % 2}/{name[:2]}{k:03d}.png", buf.getvalue())
+    page.click("#tab-synth")
+    page.set_input_files("#train-file", str(imagefolder_zip))
+    page.set_input_files("#train-pool", str(pool))
+    page.click("#train")
+    page.wait_for_function("() => /queued/.test(document.getElementById('train-status').textContent)")
+    assert page.locator("#error").is_hidden()
+    job_id = page.text_content("#train-status").split()[1].rstrip(":")
+    job = page.evaluate("""async ([id, key]) => (await fetch(`/v1/jobs/${id}`,
+                             {headers: {Authorization: `Bearer ${key}`}})).json()""", [job_id, server[1]])
+    assert job["kind"] == "synth-train" and job["options"]["pool"] == "camera_roll.zip", job
+    assert job["options"]["pool_images"] == 6 * len(SYNTH_CLASSES)
+    page.evaluate("""async ([id, key]) => fetch(`/v1/jobs/${id}`,
+                     {method: 'DELETE', headers: {Authorization: `Bearer ${key}`}})""", [job_id, server[1]])
