@@ -225,8 +225,8 @@ def print_table(results: list[dict], args) -> None:
                   f"accuracy {ps['estimated_accuracy']}, true accuracy {100 * info['pseudo_true_accuracy']:.1f}%; "
                   f"filter rejected {100 * info['filter']['rejected_rate']:.1f}% of samples")
             g = info["generator_images_per_s"]
-            print(f"  generator training: scratch {g['scratch']:.0f} img/s, pool {g['pool']:.0f} img/s; "
-                  f"peak RSS {r.get('peak_rss_mb', 0):.0f} MB")
+            print(f"  generator training: scratch {g['scratch']:.0f} img/s, pool {g['pool']:.0f} img/s "
+                  f"(pseudo-labelling included); peak RSS {r.get('peak_rss_mb', 0):.0f} MB")
         for name, doubled in r.get("convergence", {}).items():
             print(f"  convergence check, {name}: twice the budget {np.mean(doubled):.2f} vs "
                   f"{np.mean(a[name][:len(doubled)]):.2f} with the budget (seeds 0-{len(doubled) - 1})")
