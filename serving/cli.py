@@ -95,16 +95,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("genai: no API keys yet; create one with: genai keys create NAME (or use --open on loopback)",
               file=sys.stderr)
 
-    stop_on_signals()
+    stop_on_sigterm()
     try:
         print("genai: starting Ray and the Serve app (first start loads the models) ...", file=sys.stderr, flush=True)
         init_ray(address=args.ray_address)
-        stop_on_signals()  # again: ray.init installed its own handlers
+        stop_on_sigterm()  # again: ray.init installed its own handlers
         # one machine: the Upscaler reserves 1 CPU in Ray (the rest runs video chunks) but its
         # network may use every core when it is the only work
         url = start_local(settings, address=args.ray_address,
                           engine_options=None if args.ray_address else {"threads": os.cpu_count()})
-        stop_on_signals()
+        stop_on_sigterm()
         print(f"genai is serving at {url}  (API docs: {url}docs; Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)
@@ -117,14 +117,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def stop_on_signals() -> None:
+def stop_on_sigterm() -> None:
     """SIGTERM (docker stop, Kubernetes, systemd) stops like Ctrl-C: a KeyboardInterrupt in the
     main thread. Ray's driver installs its own handler at ``ray.init`` (its core worker prints a
-    fatal-signal stack and the process dies with the signal), so this is installed again after it;
-    SIGINT gets Python's own handler back the same way (a fresh-clone run once saw a Ctrl-C
-    ignored for 30 s after the app had started)."""
+    fatal-signal stack and the process dies with the signal), so this is installed again after it."""
     def on_term(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)

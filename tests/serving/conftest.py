@@ -20,7 +20,7 @@ import pytest
 
 from serving.settings import Settings
 from serving.store import Store
-from tests.video.clips import bunny_5s, bunny_small  # noqa: F401 - fixtures used here
+from tests.video.clips import bunny_small, cut_bunny  # noqa: F401 - fixtures used here
 
 MODEL = "realesr-animevideov3"  # the compact network: fast enough for many requests on a CPU
 TINY = "tiny-compact"  # the same architecture a few channels wide (tests/conftest.py): the fast tier
@@ -30,6 +30,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def bunny_5s(tmp_path_factory) -> Path:
+    """5 s (125 frames) of Big Buck Bunny at 160x90: a job long enough to interrupt halfway."""
+    return cut_bunny(tmp_path_factory.mktemp("clips") / "bunny_5s.mp4", 5.0)
 
 
 @contextmanager

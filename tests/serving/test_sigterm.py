@@ -25,8 +25,8 @@ from tests.serving.conftest import MODEL, free_port, submit, wait_state
 
 SIGTERM_PROBE = """
 import os, signal, sys, time
-from serving.cli import stop_on_signals
-stop_on_signals()
+from serving.cli import stop_on_sigterm
+stop_on_sigterm()
 try:
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(10)  # the handler runs at the next bytecode: the sleep is interrupted

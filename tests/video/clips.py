@@ -49,12 +49,6 @@ def bunny_small(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bunny_5s(tmp_path_factory) -> Path:
-    """5 s (125 frames) of Big Buck Bunny at 160x90: a job long enough to interrupt halfway."""
-    return cut_bunny(tmp_path_factory.mktemp("clips") / "bunny_5s.mp4", 5.0)
-
-
-@pytest.fixture(scope="session")
 def bunny_short(tmp_path_factory) -> Path:
     """The first second of bigbuckbunny.mp4 (25 frames) at 96x54, keyframe every 6 frames, its
     AAC 5.1 copied: the fast tests' clip with sound."""

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.video.clips import TINY, bunny_5s, bunny_short, bunny_small, ramp_10bit, vfr_clip  # noqa: F401 - fixtures
+from tests.video.clips import TINY, bunny_short, bunny_small, ramp_10bit, vfr_clip  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="session")

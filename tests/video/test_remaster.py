@@ -283,10 +283,7 @@ def test_folder_batch_reports_a_status_per_video(tmp_path, bunny_short, genai_cl
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_a_resumable_state(tmp_path, bunny_5s, pulled):
-    """Ctrl-C after the first chunk: exit 130, the finished chunks kept; a rerun resumes. The 5 s
-    clip leaves seconds of work after the first chunk (on the 2 s clip, a fresh-clone run once
-    finished every chunk before the signal was handled)."""
+def test_ctrl_c_leaves_a_resumable_state(tmp_path, bunny_small, pulled):
     import json
     import os
     import signal
@@ -296,7 +293,7 @@ def test_ctrl_c_leaves_a_resumable_state(tmp_path, bunny_5s, pulled):
 
     pulled(MODEL)
     out = tmp_path / "c.mp4"
-    args = [sys.executable, "-m", "genai", "remaster", str(bunny_5s), "-o", str(out), "-m", MODEL,
+    args = [sys.executable, "-m", "genai", "remaster", str(bunny_small), "-o", str(out), "-m", MODEL,
             "--chunk-seconds", "0.4", "--backend", "torch", "--precision", "fp32"]  # bf16 could finish first
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ)
     manifest = work_dir_for(out) / "manifest.json"
@@ -312,7 +309,7 @@ def test_ctrl_c_leaves_a_resumable_state(tmp_path, bunny_5s, pulled):
     assert not out.exists() and manifest.exists()
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "chunks resumed" in again.stderr and probe(out).frames == 125
+    assert "chunks resumed" in again.stderr and probe(out).frames == 50
 
 
 def test_cli_remaster_prints_status_and_output(bunny_short, tmp_path, genai_cli):
