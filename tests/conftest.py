@@ -104,3 +104,12 @@ def tiny_model(registry, tmp_path_factory):
         return registry.get(model_id)
 
     return get
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a child a test interrupts with SIGINT: its default disposition back. A
+    shell starts background commands (``make test-all &``, nohup) with SIGINT ignored, children
+    inherit that, and Python then installs no Ctrl-C handler: the signal would do nothing."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

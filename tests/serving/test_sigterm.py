@@ -19,7 +19,7 @@ import pytest
 
 from serving.processes import alive, end, tree, wait_gone
 from serving.store import Store
-from tests.conftest import REPO
+from tests.conftest import REPO, sigint_default
 from tests.serving.conftest import MODEL, free_port, submit, wait_state
 
 
@@ -82,7 +82,8 @@ def genai_serve(tmp_path: Path):
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "genai", "serve", "--open", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)  # this checkout's code
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,  # this checkout's code
+                                preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 300
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:

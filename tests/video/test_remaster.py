@@ -13,7 +13,7 @@ import pytest
 
 from genai.errors import Cancelled, InputError
 from genai.video import RemasterConfig, probe, remaster, work_dir_for
-from tests.conftest import no_traceback
+from tests.conftest import no_traceback, sigint_default
 from tests.video.clips import CARPHONE, GREY_LEVELS, MODEL, TINY, frame_times, stream_summary
 
 
@@ -295,7 +295,8 @@ def test_ctrl_c_leaves_a_resumable_state(tmp_path, bunny_small, pulled):
     out = tmp_path / "c.mp4"
     args = [sys.executable, "-m", "genai", "remaster", str(bunny_small), "-o", str(out), "-m", MODEL,
             "--chunk-seconds", "0.4", "--backend", "torch", "--precision", "fp32"]  # bf16 could finish first
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ)
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ,
+                            preexec_fn=sigint_default)
     manifest = work_dir_for(out) / "manifest.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
