@@ -94,14 +94,20 @@ def predict(model: SmallCNN, images: np.ndarray, batch_size: int = 1000) -> tupl
     return np.concatenate(preds), np.concatenate(feats).astype(np.float64)
 
 
+def random_shift(x: torch.Tensor, s: int, g: torch.Generator) -> torch.Tensor:
+    """Each image moved by up to ``s`` pixels each way (edge pixels repeated: pad and crop)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (s, s, s, s), mode="replicate")
+    rows = torch.randint(2 * s + 1, (n, 1), generator=g) + torch.arange(h)
+    cols = torch.randint(2 * s + 1, (n, 1), generator=g) + torch.arange(w)
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
 def classical_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """The classical baseline: random 2-px shifts (pad and crop), horizontal flips, ±10% contrast."""
-    n, c, h, w = x.shape
-    padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
-    rows = torch.randint(5, (n, 1), generator=g) + torch.arange(h)
-    cols = torch.randint(5, (n, 1), generator=g) + torch.arange(w)
-    out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
-                 rows[:, None, :, None], cols[:, None, None, :]]
+    n = len(x)
+    out = random_shift(x, 2, g)
     flip = torch.rand(n, generator=g) < 0.5
     out = torch.where(flip[:, None, None, None], out.flip(-1), out)
     contrast = 1 + (torch.rand(n, generator=g) - 0.5) * 0.2
@@ -124,15 +130,9 @@ class StrongAugment:
         ta = v2.TrivialAugmentWide()  # draws from torch's global generator, seeded by train_classifier
         u8 = (x * 255).round().to(torch.uint8)
         x = torch.stack([ta(im) for im in u8]).float() / 255
-        n, c, h, w = x.shape
-        s = self.shift
-        padded = F.pad(x, (s, s, s, s), mode="replicate")
-        rows = torch.randint(2 * s + 1, (n, 1), generator=g) + torch.arange(h)
-        cols = torch.randint(2 * s + 1, (n, 1), generator=g) + torch.arange(w)
-        x = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
-                   rows[:, None, :, None], cols[:, None, None, :]]
+        x = random_shift(x, self.shift, g)
         if self.hflip:
-            flip = torch.rand(n, generator=g) < 0.5
+            flip = torch.rand(len(x), generator=g) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
 
